@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# Tests the Helm chart: lint and render offline, then dry-run and really install it on
+# the Kubernetes API server of the local test platform (or whatever KUBECONFIG names).
+#
+#   tests/platform/up.sh        # once, writes .platform/platform.env
+#   tests/chart/test.sh
+#
+# Tools come from the platform env file: PRODACCESS_HELM, PRODACCESS_KUBECTL, KUBECONFIG.
+# Set PRODACCESS_CHART_OFFLINE=1 to run only the checks that need no API server.
+# Prints one line per check and "N passed, N failed" last; exits non-zero on a failure.
+set -uo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+CHART="$REPO/charts/prodaccess-operator"
+ALL_VALUES="$HERE/values-all.yaml"
+ENV_FILE="${PRODACCESS_PLATFORM_DIR:-$REPO/.platform}/platform.env"
+OFFLINE="${PRODACCESS_CHART_OFFLINE:-0}"
+
+if [ -f "$ENV_FILE" ]; then
+    # shellcheck disable=SC1090
+    . "$ENV_FILE"
+fi
+HELM="${PRODACCESS_HELM:-}"
+KUBECTL="${PRODACCESS_KUBECTL:-}"
+if [ -z "$HELM" ] || [ ! -x "$HELM" ]; then
+    echo "FAIL - helm not found: run tests/platform/up.sh (writes $ENV_FILE) or set PRODACCESS_HELM" >&2
+    exit 2
+fi
+if [ "$OFFLINE" != 1 ] && { [ -z "$KUBECTL" ] || [ -z "${KUBECONFIG:-}" ]; }; then
+    echo "FAIL - no API server: run tests/platform/up.sh or set PRODACCESS_CHART_OFFLINE=1" >&2
+    exit 2
+fi
+
+WORK="$(mktemp -d)"
+PASSED=0
+FAILED=0
+pass() { PASSED=$((PASSED + 1)); echo "ok - $*"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
+
+# check DESCRIPTION CMD...: runs CMD with output to a log, shows the log on failure.
+check() {
+    local desc="$1"; shift
+    local logf="$WORK/check-$((PASSED + FAILED)).log"
+    if "$@" >"$logf" 2>&1; then
+        pass "$desc"
+    else
+        fail "$desc"
+        sed 's/^/    | /' "$logf" | tail -n 30
+    fi
+}
+
+# refute DESCRIPTION CMD...: passes when CMD fails.
+refute() {
+    local desc="$1"; shift
+    if "$@" >"$WORK/refute.log" 2>&1; then
+        fail "$desc"
+        sed 's/^/    | /' "$WORK/refute.log" | tail -n 10
+    else
+        pass "$desc"
+    fi
+}
+
+has_doc() { # has_doc FILE KIND [APIVERSION]
+    grep -q "^kind: $2\$" "$1" && { [ -z "${3:-}" ] || grep -q "^apiVersion: $3\$" "$1"; }
+}
+
+# ------------------------------------------------------------------ offline checks
+check "helm lint with default values" "$HELM" lint "$CHART"
+check "helm lint with every optional feature on" "$HELM" lint "$CHART" -f "$ALL_VALUES"
+refute "values schema rejects an unknown key" "$HELM" lint "$CHART" --set notAValue=1
+refute "values schema rejects a bad log format" "$HELM" lint "$CHART" --set logging.format=xml
+refute "values schema rejects a privileged metrics port" "$HELM" lint "$CHART" \
+    --set metrics.port=80
+
+check "helm template with default values" \
+    sh -c '"$0" template pa "$1" -n prodaccess-system --include-crds >"$2"' \
+    "$HELM" "$CHART" "$WORK/default.yaml"
+check "helm template with every optional feature on" \
+    sh -c '"$0" template pa "$1" -n prodaccess-system --include-crds -f "$2" >"$3"' \
+    "$HELM" "$CHART" "$ALL_VALUES" "$WORK/all.yaml"
+
+for kind in Deployment ServiceAccount ClusterRole ClusterRoleBinding Role RoleBinding \
+    Service PodDisruptionBudget; do
+    check "default render has a $kind" has_doc "$WORK/default.yaml" "$kind"
+done
+refute "default render has no ServiceMonitor" has_doc "$WORK/default.yaml" ServiceMonitor
+refute "default render has no NetworkPolicy" has_doc "$WORK/default.yaml" NetworkPolicy
+check "full render has a ServiceMonitor" \
+    has_doc "$WORK/all.yaml" ServiceMonitor monitoring.coreos.com/v1
+check "full render has a NetworkPolicy" has_doc "$WORK/all.yaml" NetworkPolicy
+check "offline render for Kubernetes 1.35 uses policy/v1 for the PDB" \
+    grep -q '^apiVersion: policy/v1$' "$WORK/default.yaml"
+check "offline render for Kubernetes 1.20 uses policy/v1beta1 for the PDB" \
+    sh -c '"$0" template pa "$1" --kube-version 1.20.2 | grep -q "^apiVersion: policy/v1beta1$"' \
+    "$HELM" "$CHART"
+check "full render maps values to operator arguments" \
+    sh -c 'for a in --namespaces=team-a,team-b "--selector=prodaccess.io/shard in (a,b)" \
+        --log-format=text --grant-resync=15 --route-resync=120 --iam-write-rate=2.5 \
+        --lease-name=prodaccess-operator-shard-a --metrics-addr=0.0.0.0:9090; do
+        grep -qF -- "\"$a\"" "$0" || { echo "missing $a"; exit 1; }; done' "$WORK/all.yaml"
+check "full render carries the IRSA role annotation" \
+    grep -q 'eks.amazonaws.com/role-arn: arn:aws:iam::333333333333:role/prodaccess-operator' \
+    "$WORK/all.yaml"
+check "serviceMonitor without the metrics Service is refused" \
+    sh -c '! "$0" template pa "$1" --set serviceMonitor.enabled=true \
+        --set metrics.service.enabled=false >/dev/null 2>&1' "$HELM" "$CHART"
+
+if [ "$OFFLINE" = 1 ]; then
+    echo "$PASSED passed, $FAILED failed"
+    rm -rf "$WORK"
+    [ "$FAILED" = 0 ]
+    exit
+fi
+
+# ------------------------------------------------------------------ API server checks
+K() { "$KUBECTL" "$@"; }
+NS="chart-test-$(date +%s)-$$"
+REL="pa-$$"
+SM_CRD=servicemonitors.monitoring.coreos.com
+CREATED_SM_CRD=0
+INSTALLED=0
+
+cleanup() {
+    if [ "$INSTALLED" = 1 ]; then
+        "$HELM" uninstall "$REL" -n "$NS" >/dev/null 2>&1 || true
+    fi
+    K delete namespace "$NS" --wait=false --ignore-not-found >/dev/null 2>&1 || true
+    if [ "$CREATED_SM_CRD" = 1 ]; then
+        K delete crd "$SM_CRD" --wait=false --ignore-not-found >/dev/null 2>&1 || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+check "API server is reachable" K get --raw /readyz
+if ! K get crd "$SM_CRD" >/dev/null 2>&1; then
+    if K apply -f "$HERE/fixtures/servicemonitor-crd.yaml" >"$WORK/sm.log" 2>&1; then
+        CREATED_SM_CRD=1
+        K wait --for condition=Established --timeout=30s crd "$SM_CRD" >/dev/null 2>&1
+    fi
+fi
+check "ServiceMonitor CRD stand-in is present" K get crd "$SM_CRD"
+check "fresh namespace $NS created" K create namespace "$NS"
+
+# Render against the live server so Capabilities reflect it (policy/v1beta1 PDB on 1.20).
+check "helm template --validate against the API server (default values)" \
+    sh -c '"$0" template "$1" "$2" -n "$3" --validate >"$4"' \
+    "$HELM" "$REL" "$CHART" "$NS" "$WORK/live-default.yaml"
+check "helm template --validate against the API server (all features)" \
+    sh -c '"$0" template "$1" "$2" -n "$3" --validate -f "$4" >"$5"' \
+    "$HELM" "$REL" "$CHART" "$NS" "$ALL_VALUES" "$WORK/live-all.yaml"
+
+if K api-resources --api-group=policy -o name 2>/dev/null | grep -q poddisruptionbudgets \
+    && ! K get --raw /apis/policy/v1 >/dev/null 2>&1; then
+    check "live render picks policy/v1beta1 for the PDB on a server without policy/v1" \
+        grep -q '^apiVersion: policy/v1beta1$' "$WORK/live-all.yaml"
+else
+    check "live render picks policy/v1 for the PDB" \
+        grep -q '^apiVersion: policy/v1$' "$WORK/live-all.yaml"
+fi
+
+CRD_FILES=("$CHART"/crds/*.yaml)
+if [ -e "${CRD_FILES[0]}" ]; then
+    check "server dry-run of the chart's CRDs" K apply --dry-run=server -f "$CHART/crds/"
+else
+    echo "skip - chart has no CRDs yet (make crds copies them into $CHART/crds)"
+fi
+check "server dry-run of the default render" \
+    K apply --dry-run=server -f "$WORK/live-default.yaml"
+check "server dry-run of the full render" \
+    sh -c '"$0" apply --dry-run=server -f "$1" -o json >"$2"' \
+    "$KUBECTL" "$WORK/live-all.yaml" "$WORK/dry-all.json"
+
+check "dry-run Deployment is hardened and wired as documented" python3 - "$WORK/dry-all.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+items = doc.get("items", [doc])
+dep = next(i for i in items if i["kind"] == "Deployment")
+pod = dep["spec"]["template"]["spec"]
+c = pod["containers"][0]
+sc = c["securityContext"]
+problems = []
+def want(cond, what):
+    if not cond:
+        problems.append(what)
+want(pod["securityContext"].get("runAsNonRoot") is True, "pod runAsNonRoot")
+want(sc.get("runAsUser") == 65532, "runAsUser 65532")
+want(sc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem")
+want(sc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation false")
+want(sc.get("capabilities", {}).get("drop") == ["ALL"], "capabilities drop ALL")
+want(sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", "seccomp RuntimeDefault")
+want("limits" in c.get("resources", {}), "resource limits")
+want(c["livenessProbe"]["httpGet"]["path"] == "/live", "liveness /live")
+want(c["readinessProbe"]["httpGet"]["path"] == "/ready", "readiness /ready")
+want(c["livenessProbe"]["httpGet"]["port"] == "metrics", "probes on the metrics port")
+env = {e["name"]: e for e in c.get("env", [])}
+want(env.get("POD_NAMESPACE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+     == "metadata.namespace", "POD_NAMESPACE from fieldRef")
+want(env.get("AWS_REGION", {}).get("value") == "ap-northeast-1", "AWS_REGION")
+want(c["args"][0] == "run", "first argument is run")
+want("--leader-election=true" in c["args"], "leader election flag")
+want(dep["spec"]["replicas"] == 3, "replicas from values")
+if problems:
+    print("missing: " + ", ".join(problems))
+    sys.exit(1)
+PY
+
+# ------------------------------------------------------------------ real install
+if "$HELM" install "$REL" "$CHART" -n "$NS" -f "$ALL_VALUES" --timeout 2m \
+    >"$WORK/install.log" 2>&1; then
+    INSTALLED=1
+    pass "helm install into $NS"
+else
+    fail "helm install into $NS"
+    sed 's/^/    | /' "$WORK/install.log" | tail -n 30
+fi
+
+FULL="$REL-prodaccess-operator"
+SA=prodaccess-operator-sa
+CLUSTER_NAME="$FULL-$NS"
+check "Deployment exists" K -n "$NS" get deployment "$FULL"
+check "ServiceAccount exists with the IRSA annotation" sh -c \
+    '"$0" -n "$1" get sa "$2" -o jsonpath="{.metadata.annotations.eks\.amazonaws\.com/role-arn}" \
+    | grep -q role/prodaccess-operator' "$KUBECTL" "$NS" "$SA"
+check "ClusterRole exists" K get clusterrole "$CLUSTER_NAME"
+check "ClusterRoleBinding exists" K get clusterrolebinding "$CLUSTER_NAME"
+check "leader-election Role exists" K -n "$NS" get role "$FULL-leader-election"
+check "leader-election RoleBinding exists" K -n "$NS" get rolebinding "$FULL-leader-election"
+check "metrics Service exists" K -n "$NS" get service "$FULL-metrics"
+check "PodDisruptionBudget exists" K -n "$NS" get poddisruptionbudgets "$FULL"
+check "NetworkPolicy exists" K -n "$NS" get networkpolicy "$FULL"
+check "ServiceMonitor exists" K -n "$NS" get servicemonitors.monitoring.coreos.com "$FULL"
+
+# RBAC: exactly what the operator needs, checked by the API server's own authorizer.
+AS="system:serviceaccount:$NS:$SA"
+can() { # can VERB RESOURCE [kubectl args...]
+    local out
+    out="$(K auth can-i --as="$AS" "$@" 2>/dev/null)"
+    [ "$out" = yes ]
+}
+check "operator can watch grants in every namespace" \
+    can watch productionaccessgrants.prodaccess.io --all-namespaces
+check "operator can patch grant status" \
+    can patch productionaccessgrants.prodaccess.io --subresource=status -n default
+check "operator can update route finalizers" \
+    can update privatelinkroutes.prodaccess.io --subresource=finalizers -n default
+check "operator can patch AwsAccounts" can patch awsaccounts.prodaccess.io
+check "operator can create events.k8s.io Events" can create events.events.k8s.io -n default
+check "operator can patch core Events" can patch events -n default
+check "operator can list namespaces" can list namespaces
+check "operator can create its Lease in $NS" can create leases.coordination.k8s.io -n "$NS"
+check "operator can update its Lease in $NS" can update leases.coordination.k8s.io -n "$NS"
+refute "operator cannot create Leases in another namespace" \
+    can create leases.coordination.k8s.io -n default
+refute "operator cannot create grants" can create productionaccessgrants.prodaccess.io -n default
+refute "operator cannot delete routes" can delete privatelinkroutes.prodaccess.io -n default
+refute "operator cannot update grant status (patch only)" \
+    can update productionaccessgrants.prodaccess.io --subresource=status -n default
+refute "operator cannot read Secrets" can get secrets -n "$NS"
+refute "operator cannot delete namespaces" can delete namespaces
+
+if [ "$INSTALLED" = 1 ]; then
+    check "helm uninstall" "$HELM" uninstall "$REL" -n "$NS"
+    INSTALLED=0
+    refute "ClusterRole is gone after uninstall" K get clusterrole "$CLUSTER_NAME"
+    refute "Deployment is gone after uninstall" K -n "$NS" get deployment "$FULL"
+fi
+
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
