@@ -61,6 +61,23 @@ refute() {
     fi
 }
 
+to_file() { # to_file FILE CMD...: runs CMD with its output to FILE
+    local out="$1"; shift
+    "$@" >"$out"
+}
+
+renders_pdb_as() { # renders_pdb_as APIVERSION HELM-TEMPLATE-ARGS...
+    local want="$1"; shift
+    "$HELM" template pa "$CHART" "$@" | grep -q "^apiVersion: $want\$"
+}
+
+has_args() { # has_args FILE ARG...: every ARG appears as a quoted argument in FILE
+    local file="$1" a; shift
+    for a in "$@"; do
+        grep -qF -- "\"$a\"" "$file" || { echo "missing argument $a"; return 1; }
+    done
+}
+
 has_doc() { # has_doc FILE KIND [APIVERSION]
     grep -q "^kind: $2\$" "$1" && { [ -z "${3:-}" ] || grep -q "^apiVersion: $3\$" "$1"; }
 }
@@ -73,12 +90,10 @@ refute "values schema rejects a bad log format" "$HELM" lint "$CHART" --set logg
 refute "values schema rejects a privileged metrics port" "$HELM" lint "$CHART" \
     --set metrics.port=80
 
-check "helm template with default values" \
-    sh -c '"$0" template pa "$1" -n prodaccess-system --include-crds >"$2"' \
-    "$HELM" "$CHART" "$WORK/default.yaml"
-check "helm template with every optional feature on" \
-    sh -c '"$0" template pa "$1" -n prodaccess-system --include-crds -f "$2" >"$3"' \
-    "$HELM" "$CHART" "$ALL_VALUES" "$WORK/all.yaml"
+check "helm template with default values" to_file "$WORK/default.yaml" \
+    "$HELM" template pa "$CHART" -n prodaccess-system --include-crds
+check "helm template with every optional feature on" to_file "$WORK/all.yaml" \
+    "$HELM" template pa "$CHART" -n prodaccess-system --include-crds -f "$ALL_VALUES"
 
 for kind in Deployment ServiceAccount ClusterRole ClusterRoleBinding Role RoleBinding \
     Service PodDisruptionBudget; do
@@ -89,22 +104,20 @@ refute "default render has no NetworkPolicy" has_doc "$WORK/default.yaml" Networ
 check "full render has a ServiceMonitor" \
     has_doc "$WORK/all.yaml" ServiceMonitor monitoring.coreos.com/v1
 check "full render has a NetworkPolicy" has_doc "$WORK/all.yaml" NetworkPolicy
-check "offline render for Kubernetes 1.35 uses policy/v1 for the PDB" \
-    grep -q '^apiVersion: policy/v1$' "$WORK/default.yaml"
+check "offline render for Kubernetes 1.35 uses policy/v1 for the PDB" renders_pdb_as policy/v1
 check "offline render for Kubernetes 1.20 uses policy/v1beta1 for the PDB" \
-    sh -c '"$0" template pa "$1" --kube-version 1.20.2 | grep -q "^apiVersion: policy/v1beta1$"' \
-    "$HELM" "$CHART"
-check "full render maps values to operator arguments" \
-    sh -c 'for a in --namespaces=team-a,team-b "--selector=prodaccess.io/shard in (a,b)" \
-        --log-format=text --grant-resync=15 --route-resync=120 --iam-write-rate=2.5 \
-        --lease-name=prodaccess-operator-shard-a --metrics-addr=0.0.0.0:9090; do
-        grep -qF -- "\"$a\"" "$0" || { echo "missing $a"; exit 1; }; done' "$WORK/all.yaml"
+    renders_pdb_as policy/v1beta1 --kube-version 1.20.2
+check "full render maps values to operator arguments" has_args "$WORK/all.yaml" \
+    --namespaces=team-a,team-b "--selector=prodaccess.io/shard in (a,b)" --log-format=text \
+    --grant-resync=15 --route-resync=120 --iam-write-rate=2.5 --leader-election=true \
+    --lease-name=prodaccess-operator-shard-a --metrics-addr=0.0.0.0:9090
+refute "default render keeps optional arguments out" \
+    grep -qE -- '--(namespaces|selector|iam-write-rate)=' "$WORK/default.yaml"
 check "full render carries the IRSA role annotation" \
     grep -q 'eks.amazonaws.com/role-arn: arn:aws:iam::333333333333:role/prodaccess-operator' \
     "$WORK/all.yaml"
-check "serviceMonitor without the metrics Service is refused" \
-    sh -c '! "$0" template pa "$1" --set serviceMonitor.enabled=true \
-        --set metrics.service.enabled=false >/dev/null 2>&1' "$HELM" "$CHART"
+refute "serviceMonitor without the metrics Service is refused" "$HELM" template pa "$CHART" \
+    --set serviceMonitor.enabled=true --set metrics.service.enabled=false
 
 if [ "$OFFLINE" = 1 ]; then
     echo "$PASSED passed, $FAILED failed"
@@ -144,12 +157,11 @@ check "ServiceMonitor CRD stand-in is present" K get crd "$SM_CRD"
 check "fresh namespace $NS created" K create namespace "$NS"
 
 # Render against the live server so Capabilities reflect it (policy/v1beta1 PDB on 1.20).
-check "helm template --validate against the API server (default values)" \
-    sh -c '"$0" template "$1" "$2" -n "$3" --validate >"$4"' \
-    "$HELM" "$REL" "$CHART" "$NS" "$WORK/live-default.yaml"
-check "helm template --validate against the API server (all features)" \
-    sh -c '"$0" template "$1" "$2" -n "$3" --validate -f "$4" >"$5"' \
-    "$HELM" "$REL" "$CHART" "$NS" "$ALL_VALUES" "$WORK/live-all.yaml"
+check "helm template --dry-run=server against the API server (default values)" \
+    to_file "$WORK/live-default.yaml" "$HELM" template "$REL" "$CHART" -n "$NS" --dry-run=server
+check "helm template --dry-run=server against the API server (all features)" \
+    to_file "$WORK/live-all.yaml" \
+    "$HELM" template "$REL" "$CHART" -n "$NS" --dry-run=server -f "$ALL_VALUES"
 
 if K api-resources --api-group=policy -o name 2>/dev/null | grep -q poddisruptionbudgets \
     && ! K get --raw /apis/policy/v1 >/dev/null 2>&1; then
@@ -168,9 +180,8 @@ else
 fi
 check "server dry-run of the default render" \
     K apply --dry-run=server -f "$WORK/live-default.yaml"
-check "server dry-run of the full render" \
-    sh -c '"$0" apply --dry-run=server -f "$1" -o json >"$2"' \
-    "$KUBECTL" "$WORK/live-all.yaml" "$WORK/dry-all.json"
+check "server dry-run of the full render" to_file "$WORK/dry-all.json" \
+    K apply --dry-run=server -f "$WORK/live-all.yaml" -o json
 
 check "dry-run Deployment is hardened and wired as documented" python3 - "$WORK/dry-all.json" <<'PY'
 import json, sys
@@ -220,9 +231,9 @@ FULL="$REL-prodaccess-operator"
 SA=prodaccess-operator-sa
 CLUSTER_NAME="$FULL-$NS"
 check "Deployment exists" K -n "$NS" get deployment "$FULL"
-check "ServiceAccount exists with the IRSA annotation" sh -c \
-    '"$0" -n "$1" get sa "$2" -o jsonpath="{.metadata.annotations.eks\.amazonaws\.com/role-arn}" \
-    | grep -q role/prodaccess-operator' "$KUBECTL" "$NS" "$SA"
+irsa_role() { K -n "$NS" get sa "$SA" -o jsonpath='{.metadata.annotations.eks\.amazonaws\.com/role-arn}'; }
+check "ServiceAccount exists with the IRSA annotation" \
+    test "$(irsa_role 2>&1)" = arn:aws:iam::333333333333:role/prodaccess-operator
 check "ClusterRole exists" K get clusterrole "$CLUSTER_NAME"
 check "ClusterRoleBinding exists" K get clusterrolebinding "$CLUSTER_NAME"
 check "leader-election Role exists" K -n "$NS" get role "$FULL-leader-election"
