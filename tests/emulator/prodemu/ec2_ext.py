@@ -58,7 +58,6 @@ def create_vpc_endpoint(self: Any, vpc_id: str, service_name: str, endpoint_type
         provider, cfg = found
         ep._prodemu_service_id = cfg.id
         ep._prodemu_provider = provider.account_id
-        ep.owner_id = self.account_id
         if cfg.acceptance_required:
             ep.state = "pendingAcceptance"
     return ep

@@ -231,6 +231,15 @@ def _build_steps(content: dict[str, Any], params: dict[str, list[str]], now: dat
     approve_index = None
     min_approvals = 1
     approvers: list[str] = []
+    declared = content.get("parameters") or {}
+    if isinstance(declared, dict):
+        merged: dict[str, list[str]] = {}
+        for k, spec in declared.items():
+            if isinstance(spec, dict) and "default" in spec:
+                dv = spec["default"]
+                merged[k] = [str(x) for x in (dv if isinstance(dv, list) else [dv])]
+        merged.update(params)
+        params = merged
     for i, s in enumerate(content.get("mainSteps") or []):
         action = s.get("action", "")
         inputs = _substitute(s.get("inputs") or {}, params)
@@ -256,6 +265,7 @@ def _build_steps(content: dict[str, Any], params: dict[str, list[str]], now: dat
                 min_approvals = 1
             a = inputs.get("Approvers") or []
             approvers = [a] if isinstance(a, str) else [str(x) for x in a]
+            approvers = [x for x in approvers if x and x.strip()]
         steps.append(step)
     return steps, approve_index, min_approvals, approvers
 
@@ -695,6 +705,21 @@ METHODS = {
 }
 
 
+_EXTRA_DOC_TYPES = {"Automation.ChangeTemplate", "ProblemAnalysis", "ProblemAnalysisTemplate", "CloudFormation", "ConformancePackTemplate", "QuickSetup", "ManualApprovalPolicy", "AutoApprovalPolicy"}
+
+
+def _wrap_validate(orig: Any) -> Any:
+    def validate(content: str, name: str, document_type: str | None, document_format: str, strict: bool = True) -> None:
+        if document_type in _EXTRA_DOC_TYPES:
+            document_type = "Automation"
+        return orig(content, name, document_type, document_format, strict)
+
+    return validate
+
+
 def apply() -> None:
+    import moto.ssm.models as ssm_models
+
+    ssm_models._validate_document_info = _wrap_validate(ssm_models._validate_document_info)
     for name, fn in METHODS.items():
         setattr(SimpleSystemManagerResponse, name, fn)

@@ -22,7 +22,7 @@ from botocore.config import Config
 EMU_DIR = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
 BOOT = {"aws_access_key_id": "AKIABOOTSTRAP0000000", "aws_secret_access_key": "bootstrap-secret"}
-NO_RETRY = Config(retries={"max_attempts": 1, "mode": "standard"})
+NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 
 
 def _free_port() -> int:

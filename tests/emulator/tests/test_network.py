@@ -1,0 +1,110 @@
+"""EC2 endpoint connections and ELBv2 fidelity."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError
+
+
+def _vpc(acct):
+    ec2 = acct.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    sub = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
+    return vpc, sub
+
+
+def _nlb(acct, sub, name="prod-nlb"):
+    return acct.client("elbv2").create_load_balancer(Name=name, Subnets=[sub], Type="network", Scheme="internal")["LoadBalancers"][0]
+
+
+def test_nlb_arn_uses_net(acct):
+    _, sub = _vpc(acct)
+    lb = _nlb(acct, sub)
+    assert ":loadbalancer/net/prod-nlb/" in lb["LoadBalancerArn"]
+    elbv2 = acct.client("elbv2")
+    vpc = acct.client("ec2").describe_subnets(SubnetIds=[sub])["Subnets"][0]["VpcId"]
+    tg = elbv2.create_target_group(Name="tg", Protocol="TCP", Port=443, VpcId=vpc, TargetType="alb")["TargetGroups"][0]
+    lst = elbv2.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="TCP", Port=443, DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}])["Listeners"][0]
+    assert ":listener/net/prod-nlb/" in lst["ListenerArn"]
+    assert elbv2.describe_load_balancers(LoadBalancerArns=[lb["LoadBalancerArn"]])["LoadBalancers"][0]["Type"] == "network"
+    alb = acct.client("elbv2").create_load_balancer(Name="alb", Subnets=[sub], Scheme="internal")["LoadBalancers"][0]
+    assert ":loadbalancer/app/alb/" in alb["LoadBalancerArn"]
+
+
+def test_duplicate_load_balancer_name_rejected_but_identical_is_idempotent(acct):
+    _, sub = _vpc(acct)
+    a = _nlb(acct, sub)
+    b = _nlb(acct, sub)
+    assert a["LoadBalancerArn"] == b["LoadBalancerArn"]
+    with pytest.raises(ClientError) as e:
+        acct.client("elbv2").create_load_balancer(Name="prod-nlb", Subnets=[sub], Type="network", Scheme="internet-facing")
+    assert e.value.response["Error"]["Code"] == "DuplicateLoadBalancerName"
+
+
+def test_duplicate_listener_rejected(acct):
+    vpc, sub = _vpc(acct)
+    elbv2 = acct.client("elbv2")
+    lb = _nlb(acct, sub)
+    tg1 = elbv2.create_target_group(Name="tg1", Protocol="TCP", Port=443, VpcId=vpc)["TargetGroups"][0]["TargetGroupArn"]
+    tg2 = elbv2.create_target_group(Name="tg2", Protocol="TCP", Port=443, VpcId=vpc)["TargetGroups"][0]["TargetGroupArn"]
+    kw = dict(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="TCP", Port=443)
+    first = elbv2.create_listener(**kw, DefaultActions=[{"Type": "forward", "TargetGroupArn": tg1}])["Listeners"][0]
+    again = elbv2.create_listener(**kw, DefaultActions=[{"Type": "forward", "TargetGroupArn": tg1}])["Listeners"][0]
+    assert first["ListenerArn"] == again["ListenerArn"]
+    with pytest.raises(ClientError) as e:
+        elbv2.create_listener(**kw, DefaultActions=[{"Type": "forward", "TargetGroupArn": tg2}])
+    assert e.value.response["Error"]["Code"] == "DuplicateListener"
+    assert len(elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]) == 1
+
+
+def _service(acct, acceptance_required=True, principal=None):
+    _, sub = _vpc(acct)
+    lb = _nlb(acct, sub)
+    ec2 = acct.client("ec2")
+    svc = ec2.create_vpc_endpoint_service_configuration(NetworkLoadBalancerArns=[lb["LoadBalancerArn"]], AcceptanceRequired=acceptance_required)["ServiceConfiguration"]
+    if principal:
+        ec2.modify_vpc_endpoint_service_permissions(ServiceId=svc["ServiceId"], AddAllowedPrincipals=[principal])
+    return svc
+
+
+def test_endpoint_pending_acceptance_until_accepted(acct, other_acct):
+    svc = _service(acct, principal=f"arn:aws:iam::{other_acct.id}:root")
+    vpc, sub = _vpc(other_acct)
+    cec2 = other_acct.client("ec2")
+    ep = cec2.create_vpc_endpoint(VpcEndpointType="Interface", VpcId=vpc, SubnetIds=[sub], ServiceName=svc["ServiceName"])["VpcEndpoint"]
+    assert ep["State"] == "pendingAcceptance"
+    pec2 = acct.client("ec2")
+    conns = pec2.describe_vpc_endpoint_connections(Filters=[{"Name": "service-id", "Values": [svc["ServiceId"]]}])["VpcEndpointConnections"]
+    assert [(c["VpcEndpointId"], c["VpcEndpointState"], c["VpcEndpointOwner"]) for c in conns] == [(ep["VpcEndpointId"], "pendingAcceptance", other_acct.id)]
+    pending = pec2.describe_vpc_endpoint_connections(Filters=[{"Name": "vpc-endpoint-state", "Values": ["pendingAcceptance"]}])["VpcEndpointConnections"]
+    assert len(pending) == 1
+    out = pec2.accept_vpc_endpoint_connections(ServiceId=svc["ServiceId"], VpcEndpointIds=[ep["VpcEndpointId"]])
+    assert out["Unsuccessful"] == []
+    assert cec2.describe_vpc_endpoints(VpcEndpointIds=[ep["VpcEndpointId"]])["VpcEndpoints"][0]["State"] == "available"
+    conns = pec2.describe_vpc_endpoint_connections(Filters=[{"Name": "vpc-endpoint-id", "Values": [ep["VpcEndpointId"]]}])["VpcEndpointConnections"]
+    assert conns[0]["VpcEndpointState"] == "available"
+
+
+def test_endpoint_rejected_after_reject(acct):
+    svc = _service(acct)
+    vpc, sub = _vpc(acct)
+    ec2 = acct.client("ec2")
+    ep = ec2.create_vpc_endpoint(VpcEndpointType="Interface", VpcId=vpc, SubnetIds=[sub], ServiceName=svc["ServiceName"])["VpcEndpoint"]
+    out = ec2.reject_vpc_endpoint_connections(ServiceId=svc["ServiceId"], VpcEndpointIds=[ep["VpcEndpointId"], "vpce-0000000000000000"])
+    assert [u["ResourceId"] for u in out["Unsuccessful"]] == ["vpce-0000000000000000"]
+    assert ec2.describe_vpc_endpoints(VpcEndpointIds=[ep["VpcEndpointId"]])["VpcEndpoints"][0]["State"] == "rejected"
+
+
+def test_endpoint_without_acceptance_is_available(acct):
+    svc = _service(acct, acceptance_required=False)
+    vpc, sub = _vpc(acct)
+    ep = acct.client("ec2").create_vpc_endpoint(VpcEndpointType="Interface", VpcId=vpc, SubnetIds=[sub], ServiceName=svc["ServiceName"])["VpcEndpoint"]
+    assert ep["State"] == "available"
+
+
+def test_cross_account_endpoint_needs_allowed_principal(acct, other_acct):
+    svc = _service(acct)
+    vpc, sub = _vpc(other_acct)
+    with pytest.raises(ClientError) as e:
+        other_acct.client("ec2").create_vpc_endpoint(VpcEndpointType="Interface", VpcId=vpc, SubnetIds=[sub], ServiceName=svc["ServiceName"])
+    assert e.value.response["Error"]["Code"] == "InvalidServiceName"
