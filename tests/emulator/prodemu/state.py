@@ -173,7 +173,8 @@ THREAD = threading.local()
 
 
 def reset() -> None:
-    """Clear everything except enforcement and clock settings."""
+    """Clear everything except the enforcement switch (moto keeps that too)."""
+    set_clock_offset(0)
     with LOCK:
         SESSION_KEYS.clear()
         FAULTS.clear()

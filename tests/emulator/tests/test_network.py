@@ -108,3 +108,22 @@ def test_cross_account_endpoint_needs_allowed_principal(acct, other_acct):
     with pytest.raises(ClientError) as e:
         other_acct.client("ec2").create_vpc_endpoint(VpcEndpointType="Interface", VpcId=vpc, SubnetIds=[sub], ServiceName=svc["ServiceName"])
     assert e.value.response["Error"]["Code"] == "InvalidServiceName"
+
+
+def test_nlb_lifecycle_with_net_arn(acct):
+    vpc, sub = _vpc(acct)
+    elbv2 = acct.client("elbv2")
+    lb = _nlb(acct, sub, name="life-nlb")
+    arn = lb["LoadBalancerArn"]
+    tg = elbv2.create_target_group(Name="tg-alb", Protocol="TCP", Port=443, VpcId=vpc, TargetType="alb")["TargetGroups"][0]["TargetGroupArn"]
+    alb = elbv2.create_load_balancer(Name="inner-alb", Subnets=[sub], Scheme="internal")["LoadBalancers"][0]["LoadBalancerArn"]
+    elbv2.register_targets(TargetGroupArn=tg, Targets=[{"Id": alb, "Port": 443}])
+    elbv2.create_listener(LoadBalancerArn=arn, Protocol="TCP", Port=443, DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}])
+    elbv2.add_tags(ResourceArns=[arn], Tags=[{"Key": "owner", "Value": "prodaccess"}])
+    assert elbv2.describe_tags(ResourceArns=[arn])["TagDescriptions"][0]["Tags"] == [{"Key": "owner", "Value": "prodaccess"}]
+    assert elbv2.describe_load_balancers(Names=["life-nlb"])["LoadBalancers"][0]["LoadBalancerArn"] == arn
+    assert elbv2.describe_target_groups(TargetGroupArns=[tg])["TargetGroups"][0]["LoadBalancerArns"] == [arn]
+    for l in elbv2.describe_listeners(LoadBalancerArn=arn)["Listeners"]:
+        elbv2.delete_listener(ListenerArn=l["ListenerArn"])
+    elbv2.delete_load_balancer(LoadBalancerArn=arn)
+    assert [x["LoadBalancerName"] for x in elbv2.describe_load_balancers()["LoadBalancers"]] == ["inner-alb"]

@@ -247,3 +247,33 @@ def test_route53_works_for_operator_credentials_under_enforcement(acct, enforcem
     zid = r53.create_hosted_zone(Name="corp.internal", CallerReference="x", HostedZoneConfig={"PrivateZone": True}, VPC={"VPCRegion": "us-east-1", "VPCId": acct.client("ec2").create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]})["HostedZone"]["Id"]
     assert r53.get_hosted_zone(Id=zid)["HostedZone"]["Name"] == "corp.internal."
     assert r53.list_resource_record_sets(HostedZoneId=zid)["ResourceRecordSets"]
+
+
+def test_moto_reset_auth_switch_also_enables_enforcement(acct, endpoint, control):
+    import urllib.request
+
+    s = seed_production_access(acct)
+    before = control.call("GET", "enforcement")["enabled"]
+    urllib.request.urlopen(urllib.request.Request(endpoint + "/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"})).read()
+    try:
+        assert control.call("GET", "enforcement")["enabled"] is True
+        with pytest.raises(ClientError) as e:
+            start_port_forward(acct.client("ssm", **s["creds"]), s["instance_id"])
+        assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    finally:
+        control.call("POST", "enforcement", {"enabled": before})
+    assert start_port_forward(acct.client("ssm", **s["creds"]), s["instance_id"])["SessionId"]
+
+
+def test_expired_session_token_rejected(acct, enforcement, control):
+    s = seed_production_access(acct, with_membership=True)
+    c = acct.client("sts", **s["creds"]).get_session_token(DurationSeconds=900)["Credentials"]
+    sess = {"aws_access_key_id": c["AccessKeyId"], "aws_secret_access_key": c["SecretAccessKey"], "aws_session_token": c["SessionToken"]}
+    assert start_port_forward(acct.client("ssm", **sess), s["instance_id"])["SessionId"]
+    control.call("POST", "clock", {"offset_seconds": 3600})
+    try:
+        with pytest.raises(ClientError) as e:
+            start_port_forward(acct.client("ssm", **sess), s["instance_id"])
+        assert e.value.response["Error"]["Code"] == "ExpiredTokenException"
+    finally:
+        control.call("POST", "clock", {"offset_seconds": 0})
