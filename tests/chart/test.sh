@@ -243,33 +243,37 @@ check "PodDisruptionBudget exists" K -n "$NS" get poddisruptionbudgets "$FULL"
 check "NetworkPolicy exists" K -n "$NS" get networkpolicy "$FULL"
 check "ServiceMonitor exists" K -n "$NS" get servicemonitors.monitoring.coreos.com "$FULL"
 
-# RBAC: exactly what the operator needs, checked by the API server's own authorizer.
-AS="system:serviceaccount:$NS:$SA"
-can() { # can VERB RESOURCE [kubectl args...]
-    local out
-    out="$(K auth can-i --as="$AS" "$@" 2>/dev/null)"
-    [ "$out" = yes ]
+# RBAC: exactly what the operator needs, decided by the API server's own authorizer.
+# SubjectAccessReviews rather than `kubectl auth can-i`, which cannot name resources of a
+# CRD the server does not serve yet (the chart's CRDs may not be generated yet).
+can() { # can VERB GROUP RESOURCE [SUBRESOURCE] [NAMESPACE]
+    local review
+    review="$(printf '{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview",
+        "spec":{"user":"system:serviceaccount:%s:%s",
+        "groups":["system:serviceaccounts","system:serviceaccounts:%s","system:authenticated"],
+        "resourceAttributes":{"verb":"%s","group":"%s","resource":"%s","subresource":"%s",
+        "namespace":"%s"}}}' "$NS" "$SA" "$NS" "$1" "$2" "$3" "${4:-}" "${5:-}")"
+    [ "$(printf '%s' "$review" | K create -f - -o jsonpath='{.status.allowed}')" = true ]
 }
-check "operator can watch grants in every namespace" \
-    can watch productionaccessgrants.prodaccess.io --all-namespaces
-check "operator can patch grant status" \
-    can patch productionaccessgrants.prodaccess.io --subresource=status -n default
-check "operator can update route finalizers" \
-    can update privatelinkroutes.prodaccess.io --subresource=finalizers -n default
-check "operator can patch AwsAccounts" can patch awsaccounts.prodaccess.io
-check "operator can create events.k8s.io Events" can create events.events.k8s.io -n default
-check "operator can patch core Events" can patch events -n default
-check "operator can list namespaces" can list namespaces
-check "operator can create its Lease in $NS" can create leases.coordination.k8s.io -n "$NS"
-check "operator can update its Lease in $NS" can update leases.coordination.k8s.io -n "$NS"
+P=prodaccess.io
+check "operator can watch grants in every namespace" can watch $P productionaccessgrants
+check "operator can patch grant status" can patch $P productionaccessgrants status team-a
+check "operator can update route finalizers" can update $P privatelinkroutes finalizers team-a
+check "operator can patch AwsAccounts" can patch $P awsaccounts
+check "operator can patch AccessGroup status" can patch $P accessgroups status
+check "operator can create events.k8s.io Events" can create events.k8s.io events "" team-a
+check "operator can patch core Events" can patch "" events "" team-a
+check "operator can list namespaces" can list "" namespaces
+check "operator can create its Lease in $NS" can create coordination.k8s.io leases "" "$NS"
+check "operator can update its Lease in $NS" can update coordination.k8s.io leases "" "$NS"
 refute "operator cannot create Leases in another namespace" \
-    can create leases.coordination.k8s.io -n default
-refute "operator cannot create grants" can create productionaccessgrants.prodaccess.io -n default
-refute "operator cannot delete routes" can delete privatelinkroutes.prodaccess.io -n default
+    can create coordination.k8s.io leases "" default
+refute "operator cannot create grants" can create $P productionaccessgrants "" team-a
+refute "operator cannot delete routes" can delete $P privatelinkroutes "" team-a
 refute "operator cannot update grant status (patch only)" \
-    can update productionaccessgrants.prodaccess.io --subresource=status -n default
-refute "operator cannot read Secrets" can get secrets -n "$NS"
-refute "operator cannot delete namespaces" can delete namespaces
+    can update $P productionaccessgrants status team-a
+refute "operator cannot read Secrets" can get "" secrets "" "$NS"
+refute "operator cannot delete namespaces" can delete "" namespaces
 
 if [ "$INSTALLED" = 1 ]; then
     check "helm uninstall" "$HELM" uninstall "$REL" -n "$NS"
