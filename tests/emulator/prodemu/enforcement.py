@@ -262,4 +262,4 @@ def issue_session_token(
     return sk
 
 
-__all__ = ["Denied", "authorize", "resolve_principal", "totp", "json"]
+__all__ = ["Denied", "authorize", "resolve_principal", "totp", "verify_totp", "json"]

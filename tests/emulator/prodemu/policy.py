@@ -8,7 +8,6 @@ needed for every resource the request touches; otherwise implicit deny.
 from __future__ import annotations
 
 import datetime
-import fnmatch
 import ipaddress
 import json
 import re
@@ -287,5 +286,4 @@ __all__ = [
     "ALLOW",
     "EXPLICIT_DENY",
     "IMPLICIT_DENY",
-    "fnmatch",
 ]
