@@ -155,7 +155,14 @@ def _authenticate_and_authorize_normal_action(self: BaseResponse, resource: str 
     if "Authorization" not in (self.headers or {}):
         return
     access_key = self.get_access_key()
-    principal = enforcement.resolve_principal(access_key, self.current_account, self.region)
+    try:
+        principal = enforcement.resolve_principal(access_key, self.current_account, self.region)
+    except enforcement.InvalidKey:
+        if iam_service_prefix(self) == "ec2":
+            raise AuthFailure("AuthFailure", "AWS was not able to validate the provided access credentials", 401)
+        if _protocol(iam_service_prefix(self)) == "json":
+            raise AuthFailure("UnrecognizedClientException", "The security token included in the request is invalid.", 400)
+        raise AuthFailure("InvalidClientTokenId", "The security token included in the request is invalid.", 403)
     if principal.kind != "user":
         return
     service = iam_service_prefix(self)

@@ -60,6 +60,26 @@ class Principal:
         self.user_id = user_id
 
 
+class InvalidKey(Exception):
+    """The access key belonged to an IAM user but is deleted or inactive."""
+
+
+def _record_user_key(orig: Any) -> Any:
+    def create_access_key(self: Any, user_name: str, prefix: str = "AKIA", status: str = "Active") -> Any:
+        key = orig(self, user_name, prefix, status)
+        with state.LOCK:
+            state.ISSUED_USER_KEYS[key.access_key_id] = (self.account_id, user_name)
+        return key
+
+    return create_access_key
+
+
+def apply() -> None:
+    from moto.iam.models import IAMBackend
+
+    IAMBackend.create_access_key = _record_user_key(IAMBackend.create_access_key)  # type: ignore[method-assign]
+
+
 class Denied(Exception):
     def __init__(self, service: str, principal_arn: str, action: str, resource: str, explicit: bool, message: str | None = None):
         super().__init__(action)
@@ -93,6 +113,8 @@ def resolve_principal(access_key: str, account_id: str, region: str) -> Principa
     sk = state.SESSION_KEYS.get(access_key)
     if sk is not None:
         user = _iam(sk.account_id, region).users.get(sk.user_name)
+        if user is None:
+            raise InvalidKey()
         return Principal(
             sk.user_arn,
             sk.account_id,
@@ -108,7 +130,13 @@ def resolve_principal(access_key: str, account_id: str, region: str) -> Principa
     except Exception:
         user = None
     if user is not None:
+        key = next((k for k in user.access_keys if k.access_key_id == access_key), None)
+        if key is not None and key.status != "Active":
+            raise InvalidKey()
         return Principal(user.arn, account_id, user_name=user.name, kind="user", user_id=user.id)
+    if access_key in state.ISSUED_USER_KEYS:
+        # A user key that was deleted (or whose user was deleted).
+        raise InvalidKey()
     return Principal(caller_arn_for_key(access_key, account_id, region), account_id)
 
 

@@ -9,9 +9,10 @@ def apply() -> None:
     global _applied
     if _applied:
         return
-    from . import control, core_patch, ec2_ext, elbv2_ext, ssm_ext, sts_patch
+    from . import control, core_patch, enforcement, ec2_ext, elbv2_ext, ssm_ext, sts_patch
 
     core_patch.apply()
+    enforcement.apply()
     sts_patch.apply()
     ssm_ext.apply()
     ec2_ext.apply()

@@ -61,6 +61,10 @@ class SessionKey:
 
 SESSION_KEYS: dict[str, SessionKey] = {}
 
+# Every access key id ever issued to an IAM user: key id -> (account, user name).
+# Lets enforcement tell a deleted user key from bootstrap credentials.
+ISSUED_USER_KEYS: dict[str, tuple[str, str]] = {}
+
 # --- call log ----------------------------------------------------------------
 CALL_LOG_MAX = 20000
 CALLS: collections.deque[dict[str, Any]] = collections.deque(maxlen=CALL_LOG_MAX)
@@ -177,5 +181,6 @@ def reset() -> None:
     set_clock_offset(0)
     with LOCK:
         SESSION_KEYS.clear()
+        ISSUED_USER_KEYS.clear()
         FAULTS.clear()
     clear_calls()

@@ -277,3 +277,20 @@ def test_expired_session_token_rejected(acct, enforcement, control):
         assert e.value.response["Error"]["Code"] == "ExpiredTokenException"
     finally:
         control.call("POST", "clock", {"offset_seconds": 0})
+
+
+def test_deleted_or_inactive_user_key_is_rejected_not_treated_as_bootstrap(acct, enforcement):
+    s = seed_production_access(acct, with_membership=True)
+    iam = acct.client("iam")
+    key = s["creds"]["aws_access_key_id"]
+    iam.update_access_key(UserName="alice", AccessKeyId=key, Status="Inactive")
+    with pytest.raises(ClientError) as e:
+        start_port_forward(acct.client("ssm", **s["creds"]), s["instance_id"])
+    assert e.value.response["Error"]["Code"] == "UnrecognizedClientException"
+    iam.delete_access_key(UserName="alice", AccessKeyId=key)
+    with pytest.raises(ClientError) as e:
+        acct.client("iam", **s["creds"]).list_users()
+    assert e.value.response["Error"]["Code"] == "InvalidClientTokenId"
+    with pytest.raises(ClientError) as e:
+        start_port_forward(acct.client("ssm", **s["creds"]), s["instance_id"])
+    assert e.value.response["Error"]["Code"] == "UnrecognizedClientException"
