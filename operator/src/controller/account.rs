@@ -1,0 +1,175 @@
+//! The `AwsAccount` controller: proves the operator can act in the account and records which
+//! account that is. Grants and routes use an account only while it is Ready.
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use serde_json::json;
+use std::sync::Arc;
+
+use crate::aws::{classify, error_message, ErrorClass};
+use crate::controller::grant::retry_after;
+use crate::controller::Context;
+use crate::crd::{set_condition, AwsAccount, AwsAccountStatus, ConditionStatus as Cs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to write the status of account {name}")]
+    WriteStatus {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Plans the account's status from the `GetCallerIdentity` answer (pure).
+pub fn plan_status(
+    account: &AwsAccount,
+    identity: Result<(String, String), (ErrorClass, String)>,
+    now: Timestamp,
+) -> AwsAccountStatus {
+    let mut status = account.status.clone().unwrap_or_default();
+    let generation = account.metadata.generation;
+    status.observed_generation = generation;
+    let (state, reason, message) = match identity {
+        Ok((id, arn)) => {
+            let expected = account.spec.expected_account_id.as_deref();
+            status.account_id = Some(id.clone());
+            status.caller_arn = Some(arn.clone());
+            match expected {
+                Some(want) if want != id => (
+                    Cs::False,
+                    "AccountMismatch",
+                    format!("Credentials act in account {id}, but expectedAccountId is {want}."),
+                ),
+                _ => (
+                    Cs::True,
+                    "Verified",
+                    format!("Acting in account {id} as {arn}."),
+                ),
+            }
+        }
+        Err((class, message)) => {
+            let reason = match class {
+                ErrorClass::Auth => "AssumeRoleFailed",
+                _ => "AwsUnreachable",
+            };
+            (Cs::False, reason, message)
+        }
+    };
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        state,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    status
+}
+
+pub async fn reconcile(account: Arc<AwsAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let labels = crate::metrics::KindLabels { kind: "AwsAccount" };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let clients = ctx.aws.for_account(&account.spec, "account").await;
+    let identity = match clients.sts.get_caller_identity().send().await {
+        Ok(out) => Ok((
+            out.account().unwrap_or_default().to_string(),
+            out.arn().unwrap_or_default().to_string(),
+        )),
+        Err(err) => Err((classify(&err), error_message(&err))),
+    };
+    let failed = identity.is_err();
+    let status = plan_status(&account, identity, Timestamp::now());
+    if account.status.as_ref() != Some(&status) {
+        let api: Api<AwsAccount> = Api::all(ctx.client.clone());
+        let patch = json!({
+            "apiVersion": "prodaccess.io/v1alpha1", "kind": "AwsAccount", "status": status,
+        });
+        let params = PatchParams::apply(super::grant::MANAGER).force();
+        api.patch_status(&account.name_any(), &params, &Patch::Apply(&patch))
+            .await
+            .map_err(|source| Error::WriteStatus {
+                name: account.name_any(),
+                source,
+            })?;
+    }
+    if failed {
+        return Ok(retry_after(ErrorClass::Auth));
+    }
+    Ok(Action::requeue(ctx.settings.account_resync))
+}
+
+fn error_policy(account: Arc<AwsAccount>, err: &Error, ctx: Arc<Context>) -> Action {
+    let labels = crate::metrics::ErrorLabels {
+        kind: "AwsAccount",
+        category: "KubeApi",
+    };
+    ctx.metrics.reconcile_errors.get_or_create(&labels).inc();
+    tracing::warn!(account = %account.name_any(), error = %err, "Reconcile failed");
+    retry_after(ErrorClass::Conflict)
+}
+
+pub async fn run(ctx: Arc<Context>, config: watcher::Config) {
+    let api: Api<AwsAccount> = Api::all(ctx.client.clone());
+    Controller::new(api, config)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{AwsAccountSpec, ConditionExt};
+
+    fn account(expected: Option<&str>) -> AwsAccount {
+        AwsAccount::new(
+            "prod",
+            AwsAccountSpec {
+                role_arn: None,
+                external_id: None,
+                region: "ap-northeast-1".into(),
+                session_name_prefix: "prodaccess".into(),
+                expected_account_id: expected.map(str::to_string),
+                allowed_namespaces: vec![],
+            },
+        )
+    }
+
+    #[test]
+    fn account_ready_when_identity_matches_expected_id() {
+        let ok = Ok((
+            "111111111111".to_string(),
+            "arn:aws:sts::111111111111:x".to_string(),
+        ));
+        let status = plan_status(
+            &account(Some("111111111111")),
+            ok.clone(),
+            Timestamp::UNIX_EPOCH,
+        );
+        assert!(status.conditions.is_true("Ready"));
+        let status = plan_status(&account(Some("222222222222")), ok, Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            status
+                .conditions
+                .condition("Ready")
+                .map(|c| c.reason.as_str()),
+            Some("AccountMismatch")
+        );
+        let err = Err((ErrorClass::Auth, "AccessDenied".to_string()));
+        let status = plan_status(&account(None), err, Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            status
+                .conditions
+                .condition("Ready")
+                .map(|c| c.reason.as_str()),
+            Some("AssumeRoleFailed")
+        );
+    }
+}

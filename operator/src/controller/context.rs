@@ -1,0 +1,95 @@
+//! What every reconcile gets: the Kubernetes client, the AWS client factory, metrics, the Event
+//! recorder, the caches of the admin-owned kinds, and the operator's settings.
+
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::aws::ClientFactory;
+use crate::crd::{AccessGroup, AwsAccount, ProductionAccessGrant};
+use crate::metrics::Metrics;
+
+/// Tunables of one operator instance.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often an active grant's membership and an access group are re-read from AWS.
+    pub grant_resync: Duration,
+    /// Default period of a route's drift check when its spec does not say.
+    pub route_resync: Duration,
+    /// How often an `AwsAccount`'s credentials are re-checked.
+    pub account_resync: Duration,
+    /// Shortest interval between polls of a pending approval; doubles up to `approval_poll_max`.
+    pub approval_poll_min: Duration,
+    /// Longest interval between polls of a pending approval.
+    pub approval_poll_max: Duration,
+    /// Name of this controller in Events.
+    pub reporter: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            grant_resync: Duration::from_secs(60),
+            route_resync: Duration::from_secs(300),
+            account_resync: Duration::from_secs(600),
+            approval_poll_min: Duration::from_secs(2),
+            approval_poll_max: Duration::from_secs(30),
+            reporter: "prodaccess-operator".to_string(),
+        }
+    }
+}
+
+/// Shared state of all controllers in one process.
+pub struct Context {
+    pub client: Client,
+    pub aws: Arc<ClientFactory>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub accounts: Store<AwsAccount>,
+    pub groups: Store<AccessGroup>,
+    pub grants: Store<ProductionAccessGrant>,
+    /// Serialises claims on the approval ledger kept in `AccessGroup` status, so two grants
+    /// naming the same approval cannot both win it.
+    pub ledger_lock: tokio::sync::Mutex<()>,
+}
+
+impl Context {
+    /// Publishes an Event about `obj`. Failing to record an Event must never fail a
+    /// reconcile, so errors are only logged.
+    pub async fn event<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(object = %obj.name_any(), error = %err, "Failed to publish event");
+        }
+    }
+
+    /// The Event recorder for a reporter name.
+    pub fn recorder(client: Client, reporter: &str) -> Recorder {
+        let instance = std::env::var("POD_NAME").ok();
+        Recorder::new(
+            client,
+            Reporter {
+                controller: reporter.to_string(),
+                instance,
+            },
+        )
+    }
+}

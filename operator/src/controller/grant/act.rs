@@ -1,0 +1,371 @@
+//! Carries out a grant plan's actions in AWS. Every action is idempotent: adding a member who
+//! is in, or removing one who is out, succeeds; "already gone" is success.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use serde_json::json;
+
+use super::observe::Resolved;
+use super::plan::GrantAction;
+use crate::aws::{classify, error_message, ErrorClass};
+use crate::controller::Context;
+use crate::crd::{AccessGroup, ConsumedApproval, ProductionAccessGrant, ProductionAccessGrantSpec};
+
+/// Failures while acting. Each names the AWS or Kubernetes call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    #[error("failed to open a change request from {template}: {message}")]
+    StartChangeRequestExecution {
+        template: String,
+        message: String,
+        class: ErrorClass,
+    },
+    #[error("failed to add {user} to {group}: {message}")]
+    AddUserToGroup {
+        user: String,
+        group: String,
+        message: String,
+        class: ErrorClass,
+    },
+    #[error("failed to remove {user} from {group}: {message}")]
+    RemoveUserFromGroup {
+        user: String,
+        group: String,
+        message: String,
+        class: ErrorClass,
+    },
+    #[error("failed to put the expiry guard policy on {user}: {message}")]
+    PutUserPolicy {
+        user: String,
+        message: String,
+        class: ErrorClass,
+    },
+    #[error("failed to delete the expiry guard policy of {user}: {message}")]
+    DeleteUserPolicy {
+        user: String,
+        message: String,
+        class: ErrorClass,
+    },
+    #[error("failed to list sessions of {user}: {message}")]
+    DescribeSessions {
+        user: String,
+        message: String,
+        class: ErrorClass,
+    },
+    #[error("failed to terminate session {session}: {message}")]
+    TerminateSession {
+        session: String,
+        message: String,
+        class: ErrorClass,
+    },
+    #[error("failed to record approval {id} in the group's ledger")]
+    ClaimApproval {
+        id: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("approval {id} was claimed by grant {other} first")]
+    ApprovalTaken { id: String, other: String },
+}
+
+impl ActError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::StartChangeRequestExecution { class, .. }
+            | Self::AddUserToGroup { class, .. }
+            | Self::RemoveUserFromGroup { class, .. }
+            | Self::PutUserPolicy { class, .. }
+            | Self::DeleteUserPolicy { class, .. }
+            | Self::DescribeSessions { class, .. }
+            | Self::TerminateSession { class, .. } => *class,
+            Self::ClaimApproval { .. } | Self::ApprovalTaken { .. } => ErrorClass::Conflict,
+        }
+    }
+}
+
+/// What acting produced that the status must record.
+#[derive(Default, Debug)]
+pub struct ActOutcome {
+    pub opened_change_request: Option<String>,
+    pub sessions_terminated: usize,
+}
+
+/// Name of the per-user inline policy that ends session rights at expiry inside AWS.
+pub fn guard_policy_name(group: &str) -> String {
+    let mut name = format!("prodaccess-expiry-{group}");
+    name.truncate(128);
+    name
+}
+
+/// The guard policy: deny the session actions once `aws:CurrentTime` passes the expiry, so
+/// access ends on time even when the operator is down.
+pub fn guard_policy_document(expiry: Timestamp) -> String {
+    let expiry = expiry.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "ProdaccessDenySessionsAfterExpiry",
+            "Effect": "Deny",
+            "Action": [
+                "ssm:StartSession",
+                "ssm:ResumeSession",
+                "ssm:DescribeSessions",
+                "ssm:TerminateSession"
+            ],
+            "Resource": "*",
+            "Condition": { "DateGreaterThan": { "aws:CurrentTime": expiry } }
+        }]
+    })
+    .to_string()
+}
+
+pub async fn act(
+    ctx: &Context,
+    grant: &ProductionAccessGrant,
+    spec: &ProductionAccessGrantSpec,
+    resolved: &Resolved,
+    actions: &[GrantAction],
+) -> Result<ActOutcome, ActError> {
+    let mut outcome = ActOutcome::default();
+    let iam = &resolved.clients.iam;
+    let user = spec.user.as_str();
+    let group = resolved.terms.group_name.as_str();
+    for action in actions {
+        match action {
+            GrantAction::OpenChangeRequest { template, duration } => {
+                let id = open_change_request(grant, spec, resolved, template, *duration).await?;
+                outcome.opened_change_request = Some(id);
+            }
+            GrantAction::ClaimApproval { approval_id, until } => {
+                claim_approval(ctx, grant, &resolved.group, approval_id, *until).await?;
+            }
+            GrantAction::AddToGroup => {
+                let result = iam
+                    .add_user_to_group()
+                    .user_name(user)
+                    .group_name(group)
+                    .send();
+                result.await.map_err(|err| ActError::AddUserToGroup {
+                    user: user.into(),
+                    group: group.into(),
+                    class: classify(&err),
+                    message: error_message(&err),
+                })?;
+            }
+            GrantAction::PutExpiryGuard { expiry } => {
+                let put = iam
+                    .put_user_policy()
+                    .user_name(user)
+                    .policy_name(guard_policy_name(group))
+                    .policy_document(guard_policy_document(*expiry));
+                put.send().await.map_err(|err| ActError::PutUserPolicy {
+                    user: user.into(),
+                    class: classify(&err),
+                    message: error_message(&err),
+                })?;
+            }
+            GrantAction::RemoveFromGroup => {
+                let result = iam
+                    .remove_user_from_group()
+                    .user_name(user)
+                    .group_name(group)
+                    .send();
+                match result.await {
+                    Ok(_) => {}
+                    Err(err) if classify(&err) == ErrorClass::NotFound => {}
+                    Err(err) => {
+                        return Err(ActError::RemoveUserFromGroup {
+                            user: user.into(),
+                            group: group.into(),
+                            class: classify(&err),
+                            message: error_message(&err),
+                        })
+                    }
+                }
+            }
+            GrantAction::TerminateSessions => {
+                outcome.sessions_terminated = terminate_sessions(resolved, user).await?;
+            }
+            GrantAction::RemoveExpiryGuard => {
+                let del = iam
+                    .delete_user_policy()
+                    .user_name(user)
+                    .policy_name(guard_policy_name(group));
+                match del.send().await {
+                    Ok(_) => {}
+                    Err(err) if classify(&err) == ErrorClass::NotFound => {}
+                    Err(err) => {
+                        return Err(ActError::DeleteUserPolicy {
+                            user: user.into(),
+                            class: classify(&err),
+                            message: error_message(&err),
+                        })
+                    }
+                }
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// Opens a change request for the grant. The grant's UID is the client token, so a retry after
+/// a crash returns the same request instead of opening a second one.
+async fn open_change_request(
+    grant: &ProductionAccessGrant,
+    spec: &ProductionAccessGrantSpec,
+    resolved: &Resolved,
+    template: &str,
+    duration: std::time::Duration,
+) -> Result<String, ActError> {
+    let now = Timestamp::now();
+    let start = spec.not_before.as_ref().map_or(now, |t| t.0.max(now));
+    let end = start + jiff::SignedDuration::from_secs(duration.as_secs() as i64);
+    let fmt = |t: Timestamp| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let name = format!(
+        "prodaccess {}/{}",
+        grant.namespace().unwrap_or_default(),
+        grant.name_any()
+    );
+    let param = |v: &str| vec![v.to_string()];
+    let runbook = aws_sdk_ssm::types::Runbook::builder()
+        .document_name("AWS-HelloWorld")
+        .build();
+    let runbook = runbook.map_err(|err| ActError::StartChangeRequestExecution {
+        template: template.into(),
+        class: ErrorClass::InvalidRequest,
+        message: err.to_string(),
+    })?;
+    let request = resolved
+        .clients
+        .ssm
+        .start_change_request_execution()
+        .document_name(template)
+        .change_request_name(name)
+        .client_token(grant.uid().unwrap_or_default())
+        .scheduled_time(aws_smithy_types::DateTime::from_secs(start.as_second()))
+        .scheduled_end_time(aws_smithy_types::DateTime::from_secs(end.as_second()))
+        .parameters("UserName", param(&spec.user))
+        .parameters("GroupName", param(&resolved.terms.group_name))
+        .parameters("Reason", param(&spec.reason))
+        .parameters("ScheduledEndTime", param(&fmt(end)))
+        .runbooks(runbook);
+    let out = request
+        .send()
+        .await
+        .map_err(|err| ActError::StartChangeRequestExecution {
+            template: template.into(),
+            class: classify(&err),
+            message: error_message(&err),
+        })?;
+    Ok(out
+        .automation_execution_id()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// Records in the group's status that `id` backs this grant. The write carries the group's
+/// resourceVersion, so a concurrent writer makes it fail instead of being overwritten.
+async fn claim_approval(
+    ctx: &Context,
+    grant: &ProductionAccessGrant,
+    group: &AccessGroup,
+    id: &str,
+    until: Timestamp,
+) -> Result<(), ActError> {
+    let _guard = ctx.ledger_lock.lock().await;
+    let api: Api<AccessGroup> = Api::all(ctx.client.clone());
+    let err = |source| ActError::ClaimApproval {
+        id: id.to_string(),
+        source,
+    };
+    let fresh = api.get_status(&group.name_any()).await.map_err(err)?;
+    let uid = grant.uid().unwrap_or_default();
+    let now = Timestamp::now();
+    let mut ledger = fresh.status.clone().unwrap_or_default().consumed_approvals;
+    if let Some(other) = ledger
+        .iter()
+        .find(|c| c.approval_id == id && c.grant_uid != uid)
+    {
+        return Err(ActError::ApprovalTaken {
+            id: id.into(),
+            other: other.grant.clone(),
+        });
+    }
+    if ledger.iter().any(|c| c.approval_id == id) {
+        return Ok(());
+    }
+    ledger.retain(|c| c.until.0 > now);
+    ledger.push(ConsumedApproval {
+        approval_id: id.to_string(),
+        grant_uid: uid,
+        grant: format!(
+            "{}/{}",
+            grant.namespace().unwrap_or_default(),
+            grant.name_any()
+        ),
+        until: Time(until),
+    });
+    let patch = json!({
+        "metadata": { "resourceVersion": fresh.resource_version() },
+        "status": { "consumedApprovals": ledger },
+    });
+    let params = PatchParams::default();
+    api.patch_status(&group.name_any(), &params, &Patch::Merge(&patch))
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
+async fn terminate_sessions(resolved: &Resolved, user: &str) -> Result<usize, ActError> {
+    let ssm = &resolved.clients.ssm;
+    let arn = resolved
+        .clients
+        .iam
+        .get_user()
+        .user_name(user)
+        .send()
+        .await
+        .ok()
+        .and_then(|out| out.user().map(|u| u.arn().to_string()));
+    let Some(arn) = arn else { return Ok(0) };
+    let filter = aws_sdk_ssm::types::SessionFilter::builder()
+        .key(aws_sdk_ssm::types::SessionFilterKey::Owner)
+        .value(&arn)
+        .build()
+        .map_err(|err| ActError::DescribeSessions {
+            user: user.into(),
+            class: ErrorClass::InvalidRequest,
+            message: err.to_string(),
+        })?;
+    let out = ssm
+        .describe_sessions()
+        .state(aws_sdk_ssm::types::SessionState::Active)
+        .filters(filter)
+        .send()
+        .await
+        .map_err(|err| ActError::DescribeSessions {
+            user: user.into(),
+            class: classify(&err),
+            message: error_message(&err),
+        })?;
+    let mut terminated = 0;
+    for session in out.sessions() {
+        let Some(id) = session.session_id() else {
+            continue;
+        };
+        match ssm.terminate_session().session_id(id).send().await {
+            Ok(_) => terminated += 1,
+            Err(err) if classify(&err) == ErrorClass::NotFound => {}
+            Err(err) => {
+                return Err(ActError::TerminateSession {
+                    session: id.into(),
+                    class: classify(&err),
+                    message: error_message(&err),
+                })
+            }
+        }
+    }
+    Ok(terminated)
+}

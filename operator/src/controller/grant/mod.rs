@@ -1,0 +1,315 @@
+//! The `ProductionAccessGrant` controller.
+//!
+//! A reconcile is observe → plan (pure) → act → report. The top level only dispatches the
+//! finalizer's apply and cleanup halves; cleanup runs the same pipeline with the grant marked
+//! as deleting, so revocation has one implementation. Expiries are timers: an active grant is
+//! requeued at the exact instant it ends.
+
+mod act;
+pub mod facts;
+mod observe;
+pub mod plan;
+
+pub use act::{guard_policy_document, guard_policy_name};
+pub use observe::{approval_record, approval_state};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::aws::ErrorClass;
+use crate::controller::Context;
+use crate::crd::{
+    GrantPhase, ProductionAccessGrant, ProductionAccessGrantStatus, PAUSED_ANNOTATION,
+};
+use plan::{effective_spec, Audit, GrantPlan, PollSettings};
+
+/// Why a grant reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Observe(#[from] observe::ObserveError),
+    #[error(transparent)]
+    Act(#[from] act::ActError),
+    #[error("failed to write the status of grant {name}")]
+    WriteStatus {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("finalizer failed: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// The error's class decides the retry and names the Event reason.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Observe(err) => err.class(),
+            Self::Act(err) => err.class(),
+            Self::WriteStatus { .. } | Self::Finalizer(_) => ErrorClass::Conflict,
+        }
+    }
+}
+
+/// Field manager of every status write.
+pub const MANAGER: &str = "prodaccess-operator";
+
+/// Reconciles one grant.
+pub async fn reconcile(
+    grant: Arc<ProductionAccessGrant>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let labels = crate::metrics::KindLabels {
+        kind: "ProductionAccessGrant",
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    if grant
+        .annotations()
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v == "true")
+    {
+        return Ok(Action::await_change());
+    }
+    let ns = grant.namespace().unwrap_or_default();
+    let api: Api<ProductionAccessGrant> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, crate::crd::FINALIZER, grant, |event| async {
+        match event {
+            Finalizer::Apply(grant) => apply(grant, ctx.clone()).await,
+            Finalizer::Cleanup(grant) => apply(grant, ctx.clone())
+                .await
+                .map(|_| Action::await_change()),
+        }
+    })
+    .await;
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result.map_err(|err| match err {
+        kube::runtime::finalizer::Error::ApplyFailed(err)
+        | kube::runtime::finalizer::Error::CleanupFailed(err) => err,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+/// Observe, plan, act, report. Used for both apply and cleanup (when deleting).
+async fn apply(grant: Arc<ProductionAccessGrant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let old = grant.status.clone().unwrap_or_default();
+    let spec = effective_spec(&grant.spec, Some(&old));
+    let (facts, resolved) = observe::observe(&ctx, &grant, &spec, now).await?;
+    let poll = PollSettings {
+        min: ctx.settings.approval_poll_min,
+        max: ctx.settings.approval_poll_max,
+        resync: ctx.settings.grant_resync,
+    };
+    let mut plan = plan::plan(&grant.spec, &old, &facts, &poll);
+    if let Some(resolved) = &resolved {
+        let outcome = act::act(&ctx, &grant, &spec, resolved, &plan.actions).await?;
+        if let Some(id) = outcome.opened_change_request {
+            plan.status.message = Some(format!(
+                "Change request {id} opened; waiting for approvers."
+            ));
+            plan.status.approval_id = Some(id);
+            plan.requeue = Some(poll.min);
+        }
+        if outcome.sessions_terminated > 0 {
+            tracing::info!(grant = %grant.name_any(), sessions = outcome.sessions_terminated,
+                "Terminated open sessions");
+        }
+    } else if plan
+        .actions
+        .iter()
+        .any(|a| *a != plan::GrantAction::TerminateSessions)
+    {
+        // Revocation with an unresolvable group or account: nothing can be done in AWS. The
+        // expiry guard policy still ends session rights at the approved expiry.
+        tracing::warn!(grant = %grant.name_any(), "Cannot reach the group's account to revoke");
+    }
+    report(&ctx, &grant, &plan, resolved.as_ref()).await?;
+    Ok(match plan.requeue {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
+
+/// Writes status, Events, the audit log line and metrics.
+async fn report(
+    ctx: &Context,
+    grant: &ProductionAccessGrant,
+    plan: &GrantPlan,
+    resolved: Option<&observe::Resolved>,
+) -> Result<(), Error> {
+    if grant.status.as_ref() != Some(&plan.status) && grant.metadata.deletion_timestamp.is_none() {
+        write_status(ctx, grant, &plan.status).await?;
+    }
+    for event in &plan.events {
+        let type_ = if event.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.event(grant, type_, event.reason, "Reconcile", event.note.clone())
+            .await;
+    }
+    if let Some(lag) = plan.revoke_lag {
+        ctx.metrics.revoke_lag.observe(lag);
+    }
+    if let Some(audit) = plan.audit {
+        audit_line(grant, &plan.status, audit, resolved);
+    }
+    Ok(())
+}
+
+async fn write_status(
+    ctx: &Context,
+    grant: &ProductionAccessGrant,
+    status: &ProductionAccessGrantStatus,
+) -> Result<(), Error> {
+    let api: Api<ProductionAccessGrant> =
+        Api::namespaced(ctx.client.clone(), &grant.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": "prodaccess.io/v1alpha1",
+        "kind": "ProductionAccessGrant",
+        "status": status,
+    });
+    let params = PatchParams::apply(MANAGER).force();
+    api.patch_status(&grant.name_any(), &params, &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::WriteStatus {
+            name: grant.name_any(),
+            source,
+        })?;
+    Ok(())
+}
+
+/// One structured line per grant and revocation, for the audit trail.
+fn audit_line(
+    grant: &ProductionAccessGrant,
+    status: &ProductionAccessGrantStatus,
+    audit: Audit,
+    resolved: Option<&observe::Resolved>,
+) {
+    let window = status.window.as_ref();
+    let approved = status.approved.as_ref();
+    tracing::info!(
+        target: "prodaccess::audit",
+        audit = match audit { Audit::Granted => "granted", Audit::Revoked => "revoked" },
+        grant = %format!("{}/{}", grant.namespace().unwrap_or_default(), grant.name_any()),
+        user = approved.map_or(grant.spec.user.as_str(), |a| a.user.as_str()),
+        group = resolved.map_or("", |r| r.terms.group_name.as_str()),
+        account = resolved.and_then(|r| r.terms.account_id.as_deref()).unwrap_or(""),
+        change_request = status.approval_id.as_deref().unwrap_or(""),
+        approver = status.approved_by.as_deref().unwrap_or(""),
+        requester = status.requested_by.as_deref().unwrap_or(""),
+        start = %window.map(|w| w.start.0.to_string()).unwrap_or_default(),
+        expiry = %window.map(|w| w.expiry.0.to_string()).unwrap_or_default(),
+        phase = status.phase.as_str(),
+        reason = %grant.spec.reason,
+        "Access audit"
+    );
+}
+
+/// Retry policy from the error class: a bad request waits for an edit, transient failures
+/// retry soon with jitter, auth failures retry slowly.
+pub fn error_policy(grant: Arc<ProductionAccessGrant>, err: &Error, ctx: Arc<Context>) -> Action {
+    let class = err.class();
+    let labels = crate::metrics::ErrorLabels {
+        kind: "ProductionAccessGrant",
+        category: class.as_str(),
+    };
+    ctx.metrics.reconcile_errors.get_or_create(&labels).inc();
+    tracing::warn!(grant = %grant.name_any(), error = %err, category = class.as_str(),
+        "Reconcile failed");
+    let note = err.to_string();
+    let ctx2 = ctx.clone();
+    tokio::spawn(async move {
+        ctx2.event(
+            grant.as_ref(),
+            EventType::Warning,
+            class.as_str(),
+            "Reconcile",
+            note,
+        )
+        .await;
+    });
+    retry_after(class)
+}
+
+/// Requeue delay for a failure class, with jitter so that many objects do not retry at once.
+pub fn retry_after(class: ErrorClass) -> Action {
+    let base = match class {
+        ErrorClass::Throttling | ErrorClass::Service | ErrorClass::Connectivity => 2,
+        ErrorClass::Conflict => 1,
+        ErrorClass::Auth => 60,
+        ErrorClass::NotFound | ErrorClass::InvalidRequest => 300,
+    };
+    let jitter = rand::random::<u64>() % (base * 500 + 1);
+    Action::requeue(Duration::from_millis(base * 1000 + jitter))
+}
+
+/// After an outage, revokes every grant whose window has passed before anything else runs.
+pub async fn revoke_overdue(ctx: Arc<Context>, api: &Api<ProductionAccessGrant>) -> usize {
+    let now = Timestamp::now();
+    let Ok(list) = api.list(&ListParams::default()).await else {
+        return 0;
+    };
+    let overdue: Vec<_> = list
+        .items
+        .into_iter()
+        .filter(|g| {
+            let status = g.status.as_ref();
+            status.is_some_and(|s| s.phase == GrantPhase::Active)
+                && status
+                    .and_then(|s| s.window.as_ref())
+                    .is_some_and(|w| w.expiry.0 <= now)
+        })
+        .collect();
+    let count = overdue.len();
+    let runs = overdue
+        .into_iter()
+        .map(|g| reconcile(Arc::new(g), ctx.clone()));
+    let results = futures::stream::iter(runs)
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    for err in results.into_iter().filter_map(Result::err) {
+        tracing::warn!(error = %err, "Overdue revocation failed; the controller will retry");
+    }
+    count
+}
+
+/// Runs the grant controller until the process stops.
+pub async fn run(ctx: Arc<Context>, api: Api<ProductionAccessGrant>, config: watcher::Config) {
+    let overdue = revoke_overdue(ctx.clone(), &api).await;
+    if overdue > 0 {
+        tracing::info!(count = overdue, "Revoked overdue grants before starting");
+    }
+    let groups: Api<crate::crd::AccessGroup> = Api::all(ctx.client.clone());
+    let store = ctx.grants.clone();
+    Controller::new(api, config.clone())
+        .watches(groups, watcher::Config::default(), move |group| {
+            // A group change (readiness, rules) re-evaluates the grants that use it.
+            let name = group.name_any();
+            store
+                .state()
+                .iter()
+                .filter(|g| g.spec.access_group == name)
+                .map(|g| kube::runtime::reflector::ObjectRef::from_obj(g.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}

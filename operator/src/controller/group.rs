@@ -1,0 +1,541 @@
+//! The `AccessGroup` controller: keeps the IAM group and its session policy in their declared
+//! state, reports members and active grants, and in exclusive groups removes members that no
+//! active grant accounts for.
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::aws::{classify, error_message, AwsClients, ErrorClass};
+use crate::controller::grant::retry_after;
+use crate::controller::Context;
+use crate::crd::{
+    parse_duration, set_condition, AccessGroup, AccessGroupStatus, AwsAccount, ConditionExt,
+    ConditionStatus as Cs, GrantPhase, SessionPolicy,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to get IAM group {group}: {message}")]
+    GetGroup {
+        group: String,
+        message: String,
+        class: ErrorClass,
+    },
+    #[error("failed to create IAM group {group}: {message}")]
+    CreateGroup {
+        group: String,
+        message: String,
+        class: ErrorClass,
+    },
+    #[error("failed to read the session policy of {group}: {message}")]
+    GetGroupPolicy {
+        group: String,
+        message: String,
+        class: ErrorClass,
+    },
+    #[error("failed to write the session policy of {group}: {message}")]
+    PutGroupPolicy {
+        group: String,
+        message: String,
+        class: ErrorClass,
+    },
+    #[error("failed to remove {user} from {group}: {message}")]
+    RemoveUserFromGroup {
+        user: String,
+        group: String,
+        message: String,
+        class: ErrorClass,
+    },
+    #[error("failed to write the status of access group {name}")]
+    WriteStatus {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::GetGroup { class, .. }
+            | Self::CreateGroup { class, .. }
+            | Self::GetGroupPolicy { class, .. }
+            | Self::PutGroupPolicy { class, .. }
+            | Self::RemoveUserFromGroup { class, .. } => *class,
+            Self::WriteStatus { .. } => ErrorClass::Conflict,
+        }
+    }
+}
+
+/// The session policy document generated from the structured fields.
+pub fn session_policy_document(policy: &SessionPolicy, region: &str, account: &str) -> Value {
+    let instances: Vec<String> = if policy.jump_host_instance_ids.is_empty() {
+        vec![format!("arn:aws:ec2:{region}:{account}:instance/*")]
+    } else {
+        let arn = |id: &String| format!("arn:aws:ec2:{region}:{account}:instance/{id}");
+        policy.jump_host_instance_ids.iter().map(arn).collect()
+    };
+    let documents: Vec<String> = policy
+        .documents
+        .iter()
+        .map(|d| format!("arn:aws:ssm:{region}::document/{d}"))
+        .collect();
+    let mut condition = serde_json::Map::new();
+    if policy.require_mfa {
+        condition.insert(
+            "Bool".into(),
+            json!({ "aws:MultiFactorAuthPresent": "true" }),
+        );
+    }
+    let mut instance_condition = condition.clone();
+    if !policy.jump_host_tags.is_empty() {
+        let tags: serde_json::Map<String, Value> = policy
+            .jump_host_tags
+            .iter()
+            .map(|(k, v)| (format!("ssm:resourceTag/{k}"), Value::String(v.clone())))
+            .collect();
+        instance_condition.insert("StringEquals".into(), Value::Object(tags));
+    }
+    let with_condition = |mut statement: Value, condition: &serde_json::Map<String, Value>| {
+        if !condition.is_empty() {
+            statement["Condition"] = Value::Object(condition.clone());
+        }
+        statement
+    };
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            with_condition(json!({
+                "Sid": "StartSessionOnJumpHosts",
+                "Effect": "Allow",
+                "Action": ["ssm:StartSession"],
+                "Resource": instances,
+            }), &instance_condition),
+            with_condition(json!({
+                "Sid": "StartSessionWithDocuments",
+                "Effect": "Allow",
+                "Action": ["ssm:StartSession"],
+                "Resource": documents,
+            }), &condition),
+            with_condition(json!({
+                "Sid": "ManageSessions",
+                "Effect": "Allow",
+                "Action": ["ssm:ResumeSession", "ssm:DescribeSessions", "ssm:TerminateSession"],
+                "Resource": "*",
+            }), &condition),
+        ]
+    })
+}
+
+/// Decodes the URL-encoded policy document IAM returns.
+pub fn decode_policy(encoded: &str) -> Option<Value> {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    let text = String::from_utf8(out).ok()?;
+    serde_json::from_str(&text)
+        .ok()
+        .or_else(|| serde_json::from_str(encoded).ok())
+}
+
+struct Observed {
+    arn: Option<String>,
+    members: Vec<String>,
+    policy: Option<Value>,
+}
+
+async fn observe(clients: &AwsClients, group: &AccessGroup) -> Result<Option<Observed>, Error> {
+    let name = &group.spec.group_name;
+    let out = match clients.iam.get_group().group_name(name).send().await {
+        Ok(out) => out,
+        Err(err) if classify(&err) == ErrorClass::NotFound => return Ok(None),
+        Err(err) => {
+            return Err(Error::GetGroup {
+                group: name.clone(),
+                class: classify(&err),
+                message: error_message(&err),
+            })
+        }
+    };
+    let arn = out.group().map(|g| g.arn().to_string());
+    let members = out
+        .users()
+        .iter()
+        .map(|u| u.user_name().to_string())
+        .collect();
+    let policy_name = &group.spec.session_policy.policy_name;
+    let policy = match clients
+        .iam
+        .get_group_policy()
+        .group_name(name)
+        .policy_name(policy_name)
+        .send()
+        .await
+    {
+        Ok(out) => decode_policy(out.policy_document()),
+        Err(err) if classify(&err) == ErrorClass::NotFound => None,
+        Err(err) => {
+            return Err(Error::GetGroupPolicy {
+                group: name.clone(),
+                class: classify(&err),
+                message: error_message(&err),
+            })
+        }
+    };
+    Ok(Some(Observed {
+        arn,
+        members,
+        policy,
+    }))
+}
+
+/// Users the grants say should be members right now.
+fn granted_users(ctx: &Context, group: &str, now: Timestamp) -> (BTreeSet<String>, Vec<String>) {
+    let mut users = BTreeSet::new();
+    let mut grants = Vec::new();
+    for grant in ctx.grants.state() {
+        let Some(status) = grant.status.as_ref() else {
+            continue;
+        };
+        let Some(approved) = status.approved.as_ref() else {
+            continue;
+        };
+        let live = status.phase == GrantPhase::Active
+            && status
+                .window
+                .as_ref()
+                .is_some_and(|w| w.start.0 <= now && now < w.expiry.0);
+        if live && approved.access_group == group {
+            users.insert(approved.user.clone());
+            grants.push(format!(
+                "{}/{}",
+                grant.namespace().unwrap_or_default(),
+                grant.name_any()
+            ));
+        }
+    }
+    grants.sort();
+    (users, grants)
+}
+
+pub async fn reconcile(group: Arc<AccessGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let labels = crate::metrics::KindLabels {
+        kind: "AccessGroup",
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let now = Timestamp::now();
+    let generation = group.metadata.generation;
+    let mut status = group.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    let account = ctx
+        .accounts
+        .get(&ObjectRef::<AwsAccount>::new(&group.spec.account_ref));
+    let ready_account = account.filter(|a| {
+        a.status
+            .as_ref()
+            .is_some_and(|s| s.conditions.as_slice().is_true("Ready"))
+    });
+    let durations = parse_duration(&group.spec.max_duration)
+        .and_then(|max| parse_duration(&group.spec.default_duration).map(|d| (max, d)));
+    let not_ready = |status: &mut AccessGroupStatus, reason: &str, message: String| {
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            Cs::False,
+            reason,
+            message,
+            generation,
+            now,
+        );
+    };
+    match (&ready_account, durations) {
+        (None, _) => {
+            let msg = format!(
+                "AwsAccount {:?} is missing or not Ready.",
+                group.spec.account_ref
+            );
+            not_ready(&mut status, "AccountNotReady", msg);
+        }
+        (_, Err(err)) => not_ready(&mut status, "InvalidDuration", format!("{err}.")),
+        (Some(_), Ok((max, default))) if default > max => {
+            let msg = "defaultDuration is longer than maxDuration.".to_string();
+            not_ready(&mut status, "InvalidDuration", msg);
+        }
+        (Some(account), Ok(_)) => {
+            converge(&ctx, &group, account, &mut status, now).await?;
+        }
+    }
+    write_status(&ctx, &group, status).await?;
+    Ok(Action::requeue(ctx.settings.grant_resync))
+}
+
+async fn converge(
+    ctx: &Context,
+    group: &AccessGroup,
+    account: &AwsAccount,
+    status: &mut AccessGroupStatus,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let clients = ctx.aws.for_account(&account.spec, "group").await;
+    let name = &group.spec.group_name;
+    let generation = group.metadata.generation;
+    let mut observed = observe(&clients, group).await?;
+    if observed.is_none() && group.spec.create_group {
+        let created = clients.iam.create_group().group_name(name).send().await;
+        match created {
+            Ok(_) => {}
+            Err(err) if classify(&err) == ErrorClass::Conflict => {}
+            Err(err) => {
+                return Err(Error::CreateGroup {
+                    group: name.clone(),
+                    class: classify(&err),
+                    message: error_message(&err),
+                })
+            }
+        }
+        let note = format!("Created IAM group {name}.");
+        ctx.event(group, EventType::Normal, "GroupCreated", "Reconcile", note)
+            .await;
+        observed = observe(&clients, group).await?;
+    }
+    let Some(observed) = observed else {
+        let msg = format!("IAM group {name} does not exist and createGroup is false.");
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            Cs::False,
+            "GroupNotFound",
+            msg,
+            generation,
+            now,
+        );
+        return Ok(());
+    };
+    let account_id = account
+        .status
+        .as_ref()
+        .and_then(|s| s.account_id.clone())
+        .unwrap_or_default();
+    let policy = &group.spec.session_policy;
+    if policy.managed {
+        let desired = session_policy_document(policy, &account.spec.region, &account_id);
+        if observed.policy.as_ref() != Some(&desired) {
+            let put = clients
+                .iam
+                .put_group_policy()
+                .group_name(name)
+                .policy_name(&policy.policy_name)
+                .policy_document(desired.to_string());
+            put.send().await.map_err(|err| Error::PutGroupPolicy {
+                group: name.clone(),
+                class: classify(&err),
+                message: error_message(&err),
+            })?;
+            let (reason, note) = match observed.policy {
+                Some(_) => (
+                    "SessionPolicyRestored",
+                    format!("Restored session policy of {name}."),
+                ),
+                None => (
+                    "SessionPolicyCreated",
+                    format!("Wrote session policy of {name}."),
+                ),
+            };
+            let type_ = if observed.policy.is_some() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            ctx.event(group, type_, reason, "Reconcile", note).await;
+        }
+    }
+    let (granted, active) = granted_users(ctx, name_of(group), now);
+    let mut members = observed.members.clone();
+    if group.spec.exclusive {
+        let strays: Vec<String> = members
+            .iter()
+            .filter(|m| !granted.contains(*m))
+            .cloned()
+            .collect();
+        for user in &strays {
+            let result = clients
+                .iam
+                .remove_user_from_group()
+                .group_name(name)
+                .user_name(user);
+            match result.send().await {
+                Ok(_) => {}
+                Err(err) if classify(&err) == ErrorClass::NotFound => {}
+                Err(err) => {
+                    return Err(Error::RemoveUserFromGroup {
+                        user: user.clone(),
+                        group: name.clone(),
+                        class: classify(&err),
+                        message: error_message(&err),
+                    })
+                }
+            }
+        }
+        if !strays.is_empty() {
+            let note = format!(
+                "Removed members without an active grant: {}.",
+                strays.join(", ")
+            );
+            tracing::warn!(group = %name, users = ?strays, "Removed members without a grant");
+            ctx.event(
+                group,
+                EventType::Warning,
+                "UngrantedMembersRemoved",
+                "Reconcile",
+                note,
+            )
+            .await;
+            members.retain(|m| !strays.contains(m));
+        }
+    }
+    members.sort();
+    status.group_arn = observed.arn;
+    status.member_count = members.len() as i64;
+    status.members = members;
+    status.active_grants = active;
+    let msg = format!("IAM group {name} and its session policy are in place.");
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        Cs::True,
+        "Ready",
+        msg,
+        generation,
+        now,
+    );
+    Ok(())
+}
+
+fn name_of(group: &AccessGroup) -> &str {
+    // Grants name the AccessGroup object, not the IAM group.
+    group.metadata.name.as_deref().unwrap_or_default()
+}
+
+async fn write_status(
+    ctx: &Context,
+    group: &AccessGroup,
+    status: AccessGroupStatus,
+) -> Result<(), Error> {
+    if group.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    // The approval ledger is written by grant reconciles under optimistic locking; leave it out
+    // of this apply so the two writers never fight over it.
+    let mut value = serde_json::to_value(&status).unwrap_or(Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.remove("consumedApprovals");
+    }
+    let api: Api<AccessGroup> = Api::all(ctx.client.clone());
+    let patch =
+        json!({ "apiVersion": "prodaccess.io/v1alpha1", "kind": "AccessGroup", "status": value });
+    let params = PatchParams::apply(super::grant::MANAGER).force();
+    api.patch_status(&group.name_any(), &params, &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::WriteStatus {
+            name: group.name_any(),
+            source,
+        })?;
+    Ok(())
+}
+
+fn error_policy(group: Arc<AccessGroup>, err: &Error, ctx: Arc<Context>) -> Action {
+    let class = err.class();
+    let labels = crate::metrics::ErrorLabels {
+        kind: "AccessGroup",
+        category: class.as_str(),
+    };
+    ctx.metrics.reconcile_errors.get_or_create(&labels).inc();
+    tracing::warn!(group = %group.name_any(), error = %err, "Reconcile failed");
+    retry_after(class)
+}
+
+pub async fn run(ctx: Arc<Context>, config: watcher::Config) {
+    let api: Api<AccessGroup> = Api::all(ctx.client.clone());
+    let accounts: Api<AwsAccount> = Api::all(ctx.client.clone());
+    let store = ctx.groups.clone();
+    Controller::new(api, config)
+        .watches(accounts, watcher::Config::default(), move |account| {
+            let name = account.name_any();
+            store
+                .state()
+                .iter()
+                .filter(|g| g.spec.account_ref == name)
+                .map(|g| ObjectRef::from_obj(g.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_policy_scopes_instances_documents_and_mfa() {
+        let policy = SessionPolicy {
+            jump_host_instance_ids: vec!["i-0123456789abcdef0".into()],
+            ..SessionPolicy::default()
+        };
+        let doc = session_policy_document(&policy, "ap-northeast-1", "111111111111");
+        let text = doc.to_string();
+        assert!(
+            text.contains("arn:aws:ec2:ap-northeast-1:111111111111:instance/i-0123456789abcdef0")
+        );
+        assert!(
+            text.contains("arn:aws:ssm:ap-northeast-1::document/AWS-StartPortForwardingSession")
+        );
+        assert!(text.contains("aws:MultiFactorAuthPresent"));
+        let no_mfa = SessionPolicy {
+            require_mfa: false,
+            ..SessionPolicy::default()
+        };
+        let text = session_policy_document(&no_mfa, "r", "1").to_string();
+        assert!(!text.contains("MultiFactor"));
+        assert!(text.contains("ssm:DescribeSessions"));
+    }
+
+    #[test]
+    fn iam_url_encoded_policies_decode() {
+        let encoded = "%7B%22Version%22%3A%222012-10-17%22%7D";
+        assert_eq!(
+            decode_policy(encoded),
+            Some(json!({"Version": "2012-10-17"}))
+        );
+        assert_eq!(decode_policy("{\"a\":1}"), Some(json!({"a": 1})));
+        assert_eq!(decode_policy("%ZZ"), None);
+    }
+}
