@@ -139,7 +139,14 @@ step_kube_apiserver() {
 
     write_src_list
     run_logged "$blog" apt-get update
-    (cd "$work" && run_logged "$blog" apt-get source -q kubernetes)
+    # the source actually fetched decides the cache key (lists may have moved on)
+    local srcver
+    srcver="$(apt-cache showsrc --only-source kubernetes 2>/dev/null | sed -n 's/^Version: //p' | sort -V | tail -n1)"
+    if [ -n "$srcver" ] && [ "$srcver" != "$ver" ]; then
+        ver="$srcver"
+        dest="$PRODACCESS_CACHE/kube-apiserver-$ver"
+    fi
+    (cd "$work" && run_logged "$blog" apt-get source -q "kubernetes=$ver")
     rm -f "$SRC_LIST"
     run_logged "$blog" apt-get update
 
