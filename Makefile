@@ -93,6 +93,7 @@ test:
 
 demo: platform-up
 	$(CARGO) build --workspace --bins
+	@[ -f tests/demo/demo.sh ] || { echo "demo: tests/demo/demo.sh does not exist yet"; exit 1; }
 	@rc=0; KEEP=$(KEEP) $(WITH_ENV) bash tests/demo/demo.sh || rc=$$?; \
 	if [ "$(KEEP)" != 1 ]; then $(PLATFORM)/down.sh; else echo "KEEP=1: platform left running ($(PLATFORM)/status.sh, make platform-down)"; fi; \
 	exit $$rc
