@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stops the local test platform started by up.sh: kills each recorded PID (TERM, then
-# KILL after 10 s), removes the pid files. Logs, certs and the state dir are kept.
+# KILL after 10 s), removes the pid files and platform.env. Logs and certs are kept.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -26,6 +26,8 @@ for name in emulator kube-apiserver etcd; do
     fi
     rm -f "$pidf"
 done
+# platform.env would point at dead ports now: remove it so nothing picks it up by mistake
+rm -f "$PLATFORM_DIR/platform.env"
 if [ "${#stopped[@]}" = 0 ]; then
     log "down: nothing running (state dir $PLATFORM_DIR)"
 else
