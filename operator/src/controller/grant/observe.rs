@@ -53,6 +53,8 @@ impl ObserveError {
 /// The admin objects a grant resolved to, with the clients of their account.
 pub struct Resolved {
     pub group: Arc<AccessGroup>,
+    /// The account the group lives in (kept for the audit trail and future checks).
+    #[allow(dead_code)]
     pub account: Arc<AwsAccount>,
     pub clients: Arc<AwsClients>,
     pub terms: GroupTerms,
@@ -298,7 +300,9 @@ pub fn approval_record(id: &str, execution: &AutomationExecution) -> ApprovalRec
         aws_status,
         document: execution.document_name().unwrap_or_default().to_string(),
         is_change_request: execution.change_request_name().is_some()
-            || !execution.runbooks().is_empty(),
+            || execution
+                .automation_subtype()
+                .is_some_and(|s| s.as_str() == "ChangeRequest"),
         requested_by: execution.executed_by().map(str::to_string),
         approvers,
         scheduled_start: execution.scheduled_time().and_then(to_timestamp),
@@ -312,7 +316,7 @@ fn to_timestamp(time: &aws_smithy_types::DateTime) -> Option<Timestamp> {
 }
 
 /// Approver ARNs from an approve step's outputs. `ApproverDecisions` holds a JSON list of
-/// `{"approver": ARN, "decision": "Approved"}` (keys matched case-insensitively).
+/// `{"Approver": ARN, "Decision": "Approve"}` per approver (keys matched case-insensitively).
 fn approvers_from_outputs(outputs: &std::collections::HashMap<String, Vec<String>>) -> Vec<String> {
     let mut approvers = Vec::new();
     for text in outputs.get("ApproverDecisions").into_iter().flatten() {
@@ -332,7 +336,9 @@ fn approvers_from_outputs(outputs: &std::collections::HashMap<String, Vec<String
                     .find(|(k, _)| k.eq_ignore_ascii_case(name))
                     .and_then(|(_, v)| v.as_str())
             };
-            if field("decision").is_some_and(|d| d.eq_ignore_ascii_case("approved")) {
+            let approved =
+                |d: &str| d.eq_ignore_ascii_case("approve") || d.eq_ignore_ascii_case("approved");
+            if field("decision").is_some_and(approved) {
                 if let Some(approver) = field("approver") {
                     approvers.push(approver.to_string());
                 }

@@ -1,0 +1,54 @@
+//! One failed AWS call, with its class already computed, so the step enums can name the
+//! action and still answer "retry or wait for an edit?".
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::aws::{classify, error_code, error_message, ErrorClass};
+
+/// An AWS SDK error reduced to what the controller decides on.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct AwsCallError {
+    pub class: ErrorClass,
+    pub code: Option<String>,
+    message: String,
+}
+
+impl<E> From<SdkError<E, HttpResponse>> for AwsCallError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    fn from(err: SdkError<E, HttpResponse>) -> Self {
+        Self {
+            class: classify(&err),
+            code: error_code(&err).map(str::to_string),
+            message: error_message(&err),
+        }
+    }
+}
+
+impl AwsCallError {
+    /// Whether AWS said the thing is not there.
+    pub fn is_not_found(&self) -> bool {
+        self.class == ErrorClass::NotFound
+    }
+
+    /// Whether the error code is one of `codes`.
+    pub fn is_code(&self, codes: &[&str]) -> bool {
+        self.code.as_deref().is_some_and(|code| codes.contains(&code))
+    }
+}
+
+/// The class of the first [`AwsCallError`] in an error's source chain.
+pub fn class_of(err: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
+    let mut current = Some(err);
+    while let Some(err) = current {
+        if let Some(call) = err.downcast_ref::<AwsCallError>() {
+            return Some(call.class);
+        }
+        current = err.source();
+    }
+    None
+}

@@ -1,0 +1,491 @@
+//! Reads what exists of a route in both accounts, by ownership: load balancers and target
+//! groups by their deterministic names with the route-UID tag checked, EC2 endpoint services
+//! and endpoints by the route-UID tag, the hosted zone by ID or by the route's caller
+//! reference. A crash between a create and the status write therefore never leads to a
+//! second resource: the next observe finds the first one.
+//!
+//! Endpoint services and endpoints are listed whole and filtered by tag here rather than with
+//! a `tag:` filter, which the emulator does not implement everywhere; an account with more
+//! than one page of them would need pagination added.
+
+use aws_sdk_ec2::types::Filter;
+use std::sync::Arc;
+
+use super::error::AwsCallError;
+use super::names::RouteNames;
+use super::state::{
+    Connection, Endpoint, EndpointService, HealthCheckSettings, HostedZone, Instance, Listener,
+    LoadBalancer, Observed, Record, Subnet, Target, TargetGroup,
+};
+use crate::aws::AwsClients;
+use crate::crd::{PrivateLinkRouteSpec, PrivateLinkRouteStatus};
+
+/// Clients of the two accounts of a route.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub provider: Arc<AwsClients>,
+    pub consumer: Arc<AwsClients>,
+}
+
+/// Why reading AWS failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("failed to describe the certificate")]
+    DescribeCertificate(#[source] AwsCallError),
+    #[error("failed to describe subnets")]
+    DescribeSubnets(#[source] AwsCallError),
+    #[error("failed to describe instances")]
+    DescribeInstances(#[source] AwsCallError),
+    #[error("failed to describe target group {0}")]
+    DescribeTargetGroups(String, #[source] AwsCallError),
+    #[error("failed to describe target health")]
+    DescribeTargetHealth(#[source] AwsCallError),
+    #[error("failed to describe load balancer {0}")]
+    DescribeLoadBalancers(String, #[source] AwsCallError),
+    #[error("failed to describe tags")]
+    DescribeTags(#[source] AwsCallError),
+    #[error("failed to describe listeners")]
+    DescribeListeners(#[source] AwsCallError),
+    #[error("failed to describe endpoint service configurations")]
+    DescribeEndpointServices(#[source] AwsCallError),
+    #[error("failed to describe endpoint service permissions")]
+    DescribeServicePermissions(#[source] AwsCallError),
+    #[error("failed to describe endpoint connections")]
+    DescribeEndpointConnections(#[source] AwsCallError),
+    #[error("failed to describe VPC endpoints")]
+    DescribeEndpoints(#[source] AwsCallError),
+    #[error("failed to get hosted zone")]
+    GetHostedZone(#[source] AwsCallError),
+    #[error("failed to list hosted zones")]
+    ListHostedZones(#[source] AwsCallError),
+    #[error("failed to list resource record sets")]
+    ListRecords(#[source] AwsCallError),
+    #[error("{0} exists but belongs to another route or to nobody; rename or delete it")]
+    NameTaken(String),
+}
+
+/// Reads everything the planner needs.
+pub async fn observe(
+    clients: &Clients,
+    spec: &PrivateLinkRouteSpec,
+    names: &RouteNames,
+    status: Option<&PrivateLinkRouteStatus>,
+) -> Result<Observed, ObserveError> {
+    let provider = &clients.provider;
+    let mut observed = Observed {
+        certificate_status: certificate_status(provider, &spec.provider.certificate_arn).await?,
+        ..Observed::default()
+    };
+    let lb_subnets: Vec<String> =
+        spec.provider.alb_subnet_ids.iter().chain(&spec.provider.nlb_subnet_ids).cloned().collect();
+    observed.provider_subnets = subnets(provider, &lb_subnets).await?;
+    observed.consumer_subnets = subnets(&clients.consumer, &spec.consumer.subnet_ids).await?;
+    observed.instances = instances(provider, &spec.provider.targets.instance_ids).await?;
+    observe_balancers(provider, names, &mut observed).await?;
+    observed.endpoint_service = endpoint_service(provider, names).await?;
+    observed.endpoint = endpoint(&clients.consumer, names).await?;
+    observed.hosted_zone = hosted_zone(&clients.consumer, spec, names).await?;
+    if let Some(zone) = &observed.hosted_zone {
+        observed.record = record(&clients.consumer, &zone.id, &spec.host_name).await?;
+    }
+    let hops = status.map(|s| &s.hops);
+    observed.recorded_alb_listener = hops.and_then(|h| h.alb_listener_arn.clone());
+    observed.recorded_nlb_listener = hops.and_then(|h| h.nlb_listener_arn.clone());
+    observed.recorded_endpoint_dns = hops.and_then(|h| h.endpoint_dns_name.clone());
+    Ok(observed)
+}
+
+async fn observe_balancers(
+    aws: &AwsClients,
+    names: &RouteNames,
+    observed: &mut Observed,
+) -> Result<(), ObserveError> {
+    observed.instance_target_group = target_group(aws, names, &names.instance_target_group()).await?;
+    observed.alb = load_balancer(aws, names, &names.alb()).await?;
+    if let Some(alb) = &observed.alb {
+        observed.alb_listeners = listeners(aws, &alb.arn).await?;
+    }
+    observed.alb_target_group = target_group(aws, names, &names.alb_target_group()).await?;
+    observed.nlb = load_balancer(aws, names, &names.nlb()).await?;
+    if let Some(nlb) = &observed.nlb {
+        observed.nlb_listeners = listeners(aws, &nlb.arn).await?;
+    }
+    Ok(())
+}
+
+async fn certificate_status(aws: &AwsClients, arn: &str) -> Result<Option<String>, ObserveError> {
+    match aws.acm.describe_certificate().certificate_arn(arn).send().await {
+        Ok(out) => Ok(out.certificate().and_then(|c| c.status()).map(|s| s.as_str().to_string())),
+        Err(err) => {
+            let err = AwsCallError::from(err);
+            if err.is_not_found() {
+                Ok(None)
+            } else {
+                Err(ObserveError::DescribeCertificate(err))
+            }
+        }
+    }
+}
+
+fn filter(name: &str, values: &[String]) -> Filter {
+    Filter::builder().name(name).set_values(Some(values.to_vec())).build()
+}
+
+async fn subnets(aws: &AwsClients, ids: &[String]) -> Result<Vec<Subnet>, ObserveError> {
+    let out = aws
+        .ec2
+        .describe_subnets()
+        .filters(filter("subnet-id", ids))
+        .send()
+        .await
+        .map_err(|e| ObserveError::DescribeSubnets(e.into()))?;
+    Ok(out
+        .subnets()
+        .iter()
+        .map(|s| Subnet {
+            id: s.subnet_id().unwrap_or_default().to_string(),
+            vpc_id: s.vpc_id().unwrap_or_default().to_string(),
+            zone: s.availability_zone().unwrap_or_default().to_string(),
+        })
+        .collect())
+}
+
+async fn instances(aws: &AwsClients, ids: &[String]) -> Result<Vec<Instance>, ObserveError> {
+    let out = aws
+        .ec2
+        .describe_instances()
+        .filters(filter("instance-id", ids))
+        .send()
+        .await
+        .map_err(|e| ObserveError::DescribeInstances(e.into()))?;
+    Ok(out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| Instance {
+            id: i.instance_id().unwrap_or_default().to_string(),
+            vpc_id: i.vpc_id().unwrap_or_default().to_string(),
+            state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
+        })
+        .filter(|i| i.state != "terminated" && i.state != "shutting-down")
+        .collect())
+}
+
+/// Whether the ELB resource `arn` carries this route's UID tag.
+async fn elb_owned(aws: &AwsClients, names: &RouteNames, arn: &str) -> Result<bool, ObserveError> {
+    let out = aws
+        .elbv2
+        .describe_tags()
+        .resource_arns(arn)
+        .send()
+        .await
+        .map_err(|e| ObserveError::DescribeTags(e.into()))?;
+    let tags = out.tag_descriptions().iter().flat_map(|d| d.tags());
+    Ok(names.owns(tags.map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()))))
+}
+
+async fn target_group(
+    aws: &AwsClients,
+    names: &RouteNames,
+    name: &str,
+) -> Result<Option<TargetGroup>, ObserveError> {
+    let out = match aws.elbv2.describe_target_groups().names(name).send().await {
+        Ok(out) => out,
+        Err(err) => {
+            let err = AwsCallError::from(err);
+            return if err.is_not_found() {
+                Ok(None)
+            } else {
+                Err(ObserveError::DescribeTargetGroups(name.to_string(), err))
+            };
+        }
+    };
+    let Some(group) = out.target_groups().first() else {
+        return Ok(None);
+    };
+    let arn = group.target_group_arn().unwrap_or_default().to_string();
+    if !elb_owned(aws, names, &arn).await? {
+        return Err(ObserveError::NameTaken(name.to_string()));
+    }
+    let health_check = HealthCheckSettings {
+        protocol: group.health_check_protocol().map(|p| p.as_str().to_string()).unwrap_or_default(),
+        path: group.health_check_path().unwrap_or_default().to_string(),
+        interval_seconds: group.health_check_interval_seconds().unwrap_or_default(),
+        healthy_threshold: group.healthy_threshold_count().unwrap_or_default(),
+        unhealthy_threshold: group.unhealthy_threshold_count().unwrap_or_default(),
+        matcher: group.matcher().and_then(|m| m.http_code()).unwrap_or_default().to_string(),
+    };
+    Ok(Some(TargetGroup {
+        targets: targets(aws, &arn).await?,
+        protocol: group.protocol().map(|p| p.as_str().to_string()).unwrap_or_default(),
+        port: group.port().unwrap_or_default(),
+        health_check,
+        arn,
+    }))
+}
+
+async fn targets(aws: &AwsClients, arn: &str) -> Result<Vec<Target>, ObserveError> {
+    let out = aws
+        .elbv2
+        .describe_target_health()
+        .target_group_arn(arn)
+        .send()
+        .await
+        .map_err(|e| ObserveError::DescribeTargetHealth(e.into()))?;
+    Ok(out
+        .target_health_descriptions()
+        .iter()
+        .map(|d| Target {
+            id: d.target().and_then(|t| t.id()).unwrap_or_default().to_string(),
+            port: d.target().and_then(|t| t.port()).unwrap_or_default(),
+            health: d
+                .target_health()
+                .and_then(|h| h.state())
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
+async fn load_balancer(
+    aws: &AwsClients,
+    names: &RouteNames,
+    name: &str,
+) -> Result<Option<LoadBalancer>, ObserveError> {
+    let out = match aws.elbv2.describe_load_balancers().names(name).send().await {
+        Ok(out) => out,
+        Err(err) => {
+            let err = AwsCallError::from(err);
+            return if err.is_not_found() {
+                Ok(None)
+            } else {
+                Err(ObserveError::DescribeLoadBalancers(name.to_string(), err))
+            };
+        }
+    };
+    let Some(lb) = out.load_balancers().first() else {
+        return Ok(None);
+    };
+    let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
+    if !elb_owned(aws, names, &arn).await? {
+        return Err(ObserveError::NameTaken(name.to_string()));
+    }
+    Ok(Some(LoadBalancer {
+        arn,
+        state: lb.state().and_then(|s| s.code()).map(|c| c.as_str().to_string()).unwrap_or_default(),
+        vpc_id: lb.vpc_id().unwrap_or_default().to_string(),
+        dns_name: lb.dns_name().unwrap_or_default().to_string(),
+    }))
+}
+
+async fn listeners(aws: &AwsClients, lb_arn: &str) -> Result<Vec<Listener>, ObserveError> {
+    let out = aws
+        .elbv2
+        .describe_listeners()
+        .load_balancer_arn(lb_arn)
+        .send()
+        .await
+        .map_err(|e| ObserveError::DescribeListeners(e.into()))?;
+    Ok(out.listeners().iter().map(listener_of).collect())
+}
+
+fn listener_of(l: &aws_sdk_elasticloadbalancingv2::types::Listener) -> Listener {
+    let forward_to = l
+        .default_actions()
+        .iter()
+        .filter(|a| a.r#type().is_some_and(|t| t.as_str() == "forward"))
+        .flat_map(|a| {
+            let mut arns: Vec<String> = a.target_group_arn().map(str::to_string).into_iter().collect();
+            if arns.is_empty() {
+                let groups = a.forward_config().map(|f| f.target_groups()).unwrap_or_default();
+                arns = groups.iter().filter_map(|g| g.target_group_arn()).map(str::to_string).collect();
+            }
+            arns
+        })
+        .collect();
+    Listener {
+        arn: l.listener_arn().unwrap_or_default().to_string(),
+        port: l.port().unwrap_or_default(),
+        protocol: l.protocol().map(|p| p.as_str().to_string()).unwrap_or_default(),
+        certificate_arns: l
+            .certificates()
+            .iter()
+            .filter_map(|c| c.certificate_arn())
+            .map(str::to_string)
+            .collect(),
+        ssl_policy: l.ssl_policy().map(str::to_string),
+        forward_to,
+    }
+}
+
+fn ec2_owned(names: &RouteNames, tags: &[aws_sdk_ec2::types::Tag]) -> bool {
+    names.owns(tags.iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())))
+}
+
+async fn endpoint_service(
+    aws: &AwsClients,
+    names: &RouteNames,
+) -> Result<Option<EndpointService>, ObserveError> {
+    let out = aws
+        .ec2
+        .describe_vpc_endpoint_service_configurations()
+        .send()
+        .await
+        .map_err(|e| ObserveError::DescribeEndpointServices(e.into()))?;
+    let found = out.service_configurations().iter().find(|s| {
+        let state = s.service_state().map(|s| s.as_str()).unwrap_or_default();
+        ec2_owned(names, s.tags()) && !matches!(state, "Deleted" | "Deleting" | "Failed")
+    });
+    let Some(service) = found else {
+        return Ok(None);
+    };
+    let id = service.service_id().unwrap_or_default().to_string();
+    Ok(Some(EndpointService {
+        name: service.service_name().unwrap_or_default().to_string(),
+        state: service.service_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        acceptance_required: service.acceptance_required().unwrap_or(false),
+        principals: principals(aws, &id).await?,
+        connections: connections(aws, &id).await?,
+        id,
+    }))
+}
+
+async fn principals(aws: &AwsClients, service_id: &str) -> Result<Vec<String>, ObserveError> {
+    let out = aws
+        .ec2
+        .describe_vpc_endpoint_service_permissions()
+        .service_id(service_id)
+        .send()
+        .await
+        .map_err(|e| ObserveError::DescribeServicePermissions(e.into()))?;
+    Ok(out.allowed_principals().iter().filter_map(|p| p.principal()).map(str::to_string).collect())
+}
+
+async fn connections(aws: &AwsClients, service_id: &str) -> Result<Vec<Connection>, ObserveError> {
+    let out = aws
+        .ec2
+        .describe_vpc_endpoint_connections()
+        .filters(filter("service-id", &[service_id.to_string()]))
+        .send()
+        .await
+        .map_err(|e| ObserveError::DescribeEndpointConnections(e.into()))?;
+    Ok(out
+        .vpc_endpoint_connections()
+        .iter()
+        .map(|c| Connection {
+            endpoint_id: c.vpc_endpoint_id().unwrap_or_default().to_string(),
+            state: c.vpc_endpoint_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        })
+        .collect())
+}
+
+async fn endpoint(aws: &AwsClients, names: &RouteNames) -> Result<Option<Endpoint>, ObserveError> {
+    let out = aws
+        .ec2
+        .describe_vpc_endpoints()
+        .send()
+        .await
+        .map_err(|e| ObserveError::DescribeEndpoints(e.into()))?;
+    let found = out.vpc_endpoints().iter().find(|e| {
+        let state = e.state().map(|s| s.as_str().to_ascii_lowercase()).unwrap_or_default();
+        ec2_owned(names, e.tags()) && state != "deleted"
+    });
+    Ok(found.map(|e| {
+        let dns = e.dns_entries().first();
+        Endpoint {
+            id: e.vpc_endpoint_id().unwrap_or_default().to_string(),
+            state: e.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+            service_name: e.service_name().unwrap_or_default().to_string(),
+            subnet_ids: e.subnet_ids().to_vec(),
+            security_group_ids: e.groups().iter().filter_map(|g| g.group_id()).map(str::to_string).collect(),
+            dns_name: dns.and_then(|d| d.dns_name()).unwrap_or_default().to_string(),
+            dns_zone_id: dns.and_then(|d| d.hosted_zone_id()).unwrap_or_default().to_string(),
+        }
+    }))
+}
+
+/// Zone IDs without Route 53's `/hostedzone/` prefix.
+pub fn bare_zone_id(id: &str) -> String {
+    id.trim_start_matches("/hostedzone/").to_string()
+}
+
+async fn hosted_zone(
+    aws: &AwsClients,
+    spec: &PrivateLinkRouteSpec,
+    names: &RouteNames,
+) -> Result<Option<HostedZone>, ObserveError> {
+    let zone = &spec.consumer.hosted_zone;
+    if let Some(id) = &zone.zone_id {
+        return existing_zone(aws, &bare_zone_id(id)).await;
+    }
+    let Some(name) = &zone.zone_name else {
+        return Ok(None);
+    };
+    let out = aws
+        .route53
+        .list_hosted_zones_by_name()
+        .dns_name(name)
+        .send()
+        .await
+        .map_err(|e| ObserveError::ListHostedZones(e.into()))?;
+    let reference = names.zone_caller_reference();
+    let found = out.hosted_zones().iter().find(|z| z.caller_reference() == reference);
+    Ok(found.map(|z| HostedZone {
+        id: bare_zone_id(z.id()),
+        name: z.name().to_string(),
+        owned: true,
+        vpc_ids: vec![spec.consumer.vpc_id.clone()],
+    }))
+}
+
+async fn existing_zone(aws: &AwsClients, id: &str) -> Result<Option<HostedZone>, ObserveError> {
+    match aws.route53.get_hosted_zone().id(id).send().await {
+        Ok(out) => Ok(out.hosted_zone().map(|z| HostedZone {
+            id: bare_zone_id(z.id()),
+            name: z.name().to_string(),
+            owned: false,
+            vpc_ids: out.vpcs().iter().filter_map(|v| v.vpc_id()).map(str::to_string).collect(),
+        })),
+        Err(err) => {
+            let err = AwsCallError::from(err);
+            if err.is_not_found() {
+                Ok(None)
+            } else {
+                Err(ObserveError::GetHostedZone(err))
+            }
+        }
+    }
+}
+
+fn same_name(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.').eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+async fn record(aws: &AwsClients, zone_id: &str, host: &str) -> Result<Option<Record>, ObserveError> {
+    let out = aws
+        .route53
+        .list_resource_record_sets()
+        .hosted_zone_id(zone_id)
+        .start_record_name(host)
+        .max_items(10)
+        .send()
+        .await
+        .map_err(|e| ObserveError::ListRecords(e.into()))?;
+    let found = out.resource_record_sets().iter().find(|r| {
+        same_name(r.name(), host) && matches!(r.r#type().as_str(), "CNAME" | "A")
+    });
+    Ok(found.map(|r| {
+        let alias = r.alias_target();
+        let values = match alias {
+            Some(alias) => vec![alias.dns_name().to_string()],
+            None => r.resource_records().iter().map(|v| v.value().to_string()).collect(),
+        };
+        Record {
+            name: host.to_string(),
+            type_: r.r#type().as_str().to_string(),
+            values,
+            alias_zone_id: alias.map(|a| a.hosted_zone_id().to_string()),
+            ttl: r.ttl(),
+        }
+    }))
+}
