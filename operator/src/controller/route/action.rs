@@ -17,8 +17,13 @@ pub enum Hop {
 }
 
 impl Hop {
-    pub const ALL: [Hop; 5] =
-        [Hop::Targets, Hop::LoadBalancer, Hop::EndpointService, Hop::Endpoint, Hop::Dns];
+    pub const ALL: [Hop; 5] = [
+        Hop::Targets,
+        Hop::LoadBalancer,
+        Hop::EndpointService,
+        Hop::Endpoint,
+        Hop::Dns,
+    ];
 
     /// The condition type that reports this hop.
     pub fn condition(self) -> &'static str {
@@ -36,37 +41,75 @@ impl Hop {
 #[derive(Clone, Debug, PartialEq)]
 pub enum RouteAction {
     CreateInstanceTargetGroup,
-    ModifyHealthCheck { changes: Vec<String> },
-    RegisterTargets { instance_ids: Vec<String> },
-    DeregisterTargets { targets: Vec<(String, i32)> },
+    ModifyHealthCheck {
+        changes: Vec<String>,
+    },
+    RegisterTargets {
+        instance_ids: Vec<String>,
+    },
+    DeregisterTargets {
+        targets: Vec<(String, i32)>,
+    },
     CreateAlb,
     CreateAlbListener,
-    ModifyAlbListener { listener_arn: String, changes: Vec<String> },
+    ModifyAlbListener {
+        listener_arn: String,
+        changes: Vec<String>,
+    },
     CreateAlbTargetGroup,
     RegisterAlb,
     CreateNlb,
     CreateNlbListener,
-    ModifyNlbListener { listener_arn: String, changes: Vec<String> },
+    ModifyNlbListener {
+        listener_arn: String,
+        changes: Vec<String>,
+    },
     CreateEndpointService,
-    SetAcceptanceRequired { required: bool },
-    AddPrincipals { principals: Vec<String> },
-    RemovePrincipals { principals: Vec<String> },
+    SetAcceptanceRequired {
+        required: bool,
+    },
+    AddPrincipals {
+        principals: Vec<String>,
+    },
+    RemovePrincipals {
+        principals: Vec<String>,
+    },
     CreateEndpoint,
-    ModifyEndpoint { changes: EndpointChanges },
+    ModifyEndpoint {
+        changes: EndpointChanges,
+    },
     AcceptConnection,
     CreateHostedZone,
     /// Points the record at the endpoint; `replace` is a record of another type to remove in
     /// the same change batch.
-    UpsertRecord { replace: Option<Record> },
-    DeleteRecord { record: Record },
-    DeleteHostedZone { zone_id: String },
-    DeleteEndpoint { endpoint_id: String },
+    UpsertRecord {
+        replace: Option<Record>,
+    },
+    DeleteRecord {
+        record: Record,
+    },
+    DeleteHostedZone {
+        zone_id: String,
+    },
+    DeleteEndpoint {
+        endpoint_id: String,
+    },
     /// Waits until the endpoint is gone: the service refuses deletion while it has one.
-    WaitEndpointDeleted { endpoint_id: String },
-    DeleteEndpointService { service_id: String },
-    DeleteListener { listener_arn: String },
-    DeleteLoadBalancer { arn: String },
-    DeleteTargetGroup { arn: String },
+    WaitEndpointDeleted {
+        endpoint_id: String,
+    },
+    DeleteEndpointService {
+        service_id: String,
+    },
+    DeleteListener {
+        listener_arn: String,
+    },
+    DeleteLoadBalancer {
+        arn: String,
+    },
+    DeleteTargetGroup {
+        arn: String,
+    },
 }
 
 /// Subnet and security group changes of the interface endpoint.
@@ -87,10 +130,14 @@ impl RouteAction {
             | ModifyHealthCheck { .. }
             | RegisterTargets { .. }
             | DeregisterTargets { .. } => Hop::Targets,
-            CreateAlb | CreateAlbListener | ModifyAlbListener { .. } | CreateAlbTargetGroup
-            | RegisterAlb | CreateNlb | CreateNlbListener | ModifyNlbListener { .. } => {
-                Hop::LoadBalancer
-            }
+            CreateAlb
+            | CreateAlbListener
+            | ModifyAlbListener { .. }
+            | CreateAlbTargetGroup
+            | RegisterAlb
+            | CreateNlb
+            | CreateNlbListener
+            | ModifyNlbListener { .. } => Hop::LoadBalancer,
             CreateEndpointService
             | SetAcceptanceRequired { .. }
             | AddPrincipals { .. }
@@ -132,7 +179,10 @@ impl RouteAction {
                 format!("registered targets {}", instance_ids.join(","))
             }
             DeregisterTargets { targets } => {
-                let ids: Vec<String> = targets.iter().map(|(id, port)| format!("{id}:{port}")).collect();
+                let ids: Vec<String> = targets
+                    .iter()
+                    .map(|(id, port)| format!("{id}:{port}"))
+                    .collect();
                 format!("deregistered unknown targets {}", ids.join(","))
             }
             CreateAlb => "created the ALB".into(),
@@ -160,7 +210,9 @@ impl RouteAction {
             DeleteHostedZone { zone_id } => format!("deleted hosted zone {zone_id}"),
             DeleteEndpoint { endpoint_id } => format!("deleted endpoint {endpoint_id}"),
             WaitEndpointDeleted { endpoint_id } => format!("waited for {endpoint_id} to go"),
-            DeleteEndpointService { service_id } => format!("deleted endpoint service {service_id}"),
+            DeleteEndpointService { service_id } => {
+                format!("deleted endpoint service {service_id}")
+            }
             DeleteListener { listener_arn } => format!("deleted listener {listener_arn}"),
             DeleteLoadBalancer { arn } => format!("deleted load balancer {arn}"),
             DeleteTargetGroup { arn } => format!("deleted target group {arn}"),

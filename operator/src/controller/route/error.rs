@@ -37,7 +37,9 @@ impl AwsCallError {
 
     /// Whether the error code is one of `codes`.
     pub fn is_code(&self, codes: &[&str]) -> bool {
-        self.code.as_deref().is_some_and(|code| codes.contains(&code))
+        self.code
+            .as_deref()
+            .is_some_and(|code| codes.contains(&code))
     }
 }
 

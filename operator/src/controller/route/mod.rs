@@ -1,12 +1,423 @@
-//! PrivateLinkRoute controller (being written).
-use crate::controller::Context;
-use crate::crd::PrivateLinkRoute;
-use std::sync::Arc;
+//! The `PrivateLinkRoute` controller: builds the two-account private path in dependency order,
+//! keeps it in its desired state, and tears it down in reverse.
+//!
+//! The top-level reconcile only dispatches the finalizer's apply and cleanup. Apply is
+//! validate (pure) → observe (both accounts, by ownership tags) → plan (pure) → act → observe
+//! again if anything changed → report (status by server-side apply, Events naming what
+//! changed). Cleanup is observe → plan the reverse → act; it fails, and so keeps the
+//! finalizer, until everything is gone, waiting where AWS requires it.
 
-pub async fn run(
-    _ctx: Arc<Context>,
-    _api: kube::Api<PrivateLinkRoute>,
-    _config: kube::runtime::watcher::Config,
-) {
-    std::future::pending::<()>().await
+mod act;
+pub mod action;
+mod error;
+pub mod names;
+mod observe;
+pub mod plan;
+pub mod state;
+pub mod status;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::{predicates, reflector, watcher, PredicateConfig, WatchStreamExt};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::aws::ErrorClass;
+use crate::controller::Context;
+use crate::crd::{
+    ConditionExt, DeletionPolicy, PrivateLinkRoute, PrivateLinkRouteStatus, FINALIZER,
+    PAUSED_ANNOTATION,
+};
+use act::{Executor, Outcome, Refs};
+use names::RouteNames;
+use observe::Clients;
+use plan::Desired;
+use validate::{Invalid, Resolved};
+
+/// Field manager of every status write.
+pub const MANAGER: &str = "prodaccess-operator";
+
+/// How soon a route that is still being built is checked again.
+const PROGRESS_REQUEUE: Duration = Duration::from_secs(10);
+
+/// Why a route reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Observe(#[from] observe::ObserveError),
+    #[error(transparent)]
+    Act(#[from] act::ActError),
+    #[error("failed to write the status of route {name}")]
+    WriteStatus {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to clean up: {}", .0.message)]
+    CleanupBlocked(Invalid),
+    #[error("waiting for {0}")]
+    Waiting(String),
+    #[error("finalizer failed: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// The error's class decides the retry and names the Event reason.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Observe(observe::ObserveError::NameTaken(_)) => ErrorClass::InvalidRequest,
+            Self::Act(act::ActError::AcceptRefused(_)) => ErrorClass::InvalidRequest,
+            Self::Observe(_) | Self::Act(_) => {
+                error::class_of(self).unwrap_or(ErrorClass::Conflict)
+            }
+            Self::CleanupBlocked(_) => ErrorClass::InvalidRequest,
+            Self::WriteStatus { .. } | Self::Finalizer(_) | Self::Waiting(_) => {
+                ErrorClass::Conflict
+            }
+        }
+    }
+}
+
+fn is_paused(route: &PrivateLinkRoute) -> bool {
+    route
+        .annotations()
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
+/// Reconciles one route.
+pub async fn reconcile(route: Arc<PrivateLinkRoute>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let labels = crate::metrics::KindLabels {
+        kind: "PrivateLinkRoute",
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    if is_paused(&route) && route.metadata.deletion_timestamp.is_none() {
+        write_status(&ctx, &route, &status::paused(&route, Timestamp::now())).await?;
+        return Ok(Action::await_change());
+    }
+    let ns = route.namespace().unwrap_or_default();
+    let api: Api<PrivateLinkRoute> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, route, |event| async {
+        match event {
+            Finalizer::Apply(route) => apply(route, ctx.clone()).await,
+            Finalizer::Cleanup(route) => cleanup(route, ctx.clone()).await,
+        }
+    })
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(elapsed);
+    result.map_err(|err| match err {
+        kube::runtime::finalizer::Error::ApplyFailed(err)
+        | kube::runtime::finalizer::Error::CleanupFailed(err) => err,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+fn names_of(route: &PrivateLinkRoute) -> RouteNames {
+    let uid = route.metadata.uid.clone().unwrap_or_default();
+    RouteNames::new(
+        &route.namespace().unwrap_or_default(),
+        &route.name_any(),
+        &uid,
+    )
+}
+
+fn resolve(route: &PrivateLinkRoute, ctx: &Context) -> Result<Resolved, Invalid> {
+    let namespace = route.namespace().unwrap_or_default();
+    validate::validate(route, &namespace, |name| {
+        ctx.accounts.find(|account| account.name_any() == name)
+    })
+}
+
+async fn clients(ctx: &Context, resolved: &Resolved) -> Clients {
+    Clients {
+        provider: ctx.aws.for_account(&resolved.provider.spec, "route").await,
+        consumer: ctx.aws.for_account(&resolved.consumer.spec, "route").await,
+    }
+}
+
+fn executor<'a>(
+    clients: &'a Clients,
+    route: &'a PrivateLinkRoute,
+    names: &'a RouteNames,
+    refs: Refs,
+) -> Executor<'a> {
+    Executor {
+        clients,
+        spec: &route.spec,
+        names,
+        refs,
+        wait_attempts: 10,
+        wait_pause: Duration::from_secs(3),
+    }
+}
+
+/// Builds or corrects the path, then reports.
+async fn apply(route: Arc<PrivateLinkRoute>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let resolved = match resolve(&route, &ctx) {
+        Ok(resolved) => resolved,
+        Err(invalid) => return report_invalid(&ctx, &route, &invalid).await,
+    };
+    let clients = clients(&ctx, &resolved).await;
+    let names = names_of(&route);
+    let desired = Desired {
+        spec: &route.spec,
+        principals: resolved.principals.clone(),
+    };
+    let status = route.status.as_ref();
+    let mut observed = observe::observe(&clients, &route.spec, &names, status).await?;
+    let mut plan = plan::plan(&desired, &observed);
+    let mut outcome = Outcome::default();
+    if !plan.actions.is_empty() {
+        let refs = Refs::from_observed(&observed);
+        outcome = executor(&clients, &route, &names, refs)
+            .run(&plan.actions)
+            .await?;
+        observed = observe::observe(&clients, &route.spec, &names, status).await?;
+        plan = plan::plan(&desired, &observed);
+    }
+    let waiting = outcome.waiting.as_deref();
+    let new_status = status::from_plan(&route, &observed, &plan, waiting, Timestamp::now());
+    report(&ctx, &route, &new_status, &outcome).await?;
+    Ok(Action::requeue(if plan.ready() && waiting.is_none() {
+        resolved.drift_check
+    } else if plan.problem.is_some() {
+        resolved.drift_check.min(Duration::from_secs(60))
+    } else {
+        PROGRESS_REQUEUE
+    }))
+}
+
+/// Writes status and says in Events what changed.
+async fn report(
+    ctx: &Context,
+    route: &PrivateLinkRoute,
+    new_status: &PrivateLinkRouteStatus,
+    outcome: &Outcome,
+) -> Result<(), Error> {
+    if !outcome.done.is_empty() {
+        let fresh = route
+            .status
+            .as_ref()
+            .is_none_or(|s| s.hops.alb_arn.is_none());
+        let reason = if fresh { "Created" } else { "DriftCorrected" };
+        let note = outcome.done.join("; ");
+        tracing::info!(route = %route.name_any(), reason, changes = %note, "Route changed in AWS");
+        ctx.event(route, EventType::Normal, reason, "Reconcile", note)
+            .await;
+    }
+    let was_ready = route
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.is_true(status::READY));
+    let ready = new_status.conditions.is_true(status::READY);
+    if ready && !was_ready {
+        let note = format!(
+            "every hop is ready: {}",
+            new_status.url.clone().unwrap_or_default()
+        );
+        ctx.event(route, EventType::Normal, "Ready", "Reconcile", note)
+            .await;
+    }
+    let old_reason = ready_reason(route.status.as_ref());
+    let new_reason = ready_reason(Some(new_status));
+    if !ready && old_reason != new_reason {
+        let note = new_status
+            .conditions
+            .condition(status::READY)
+            .map(|c| c.message.clone());
+        let reason = new_reason.unwrap_or_default();
+        ctx.event(
+            route,
+            EventType::Warning,
+            &reason,
+            "Reconcile",
+            note.unwrap_or_default(),
+        )
+        .await;
+    }
+    write_status(ctx, route, new_status).await
+}
+
+fn ready_reason(status: Option<&PrivateLinkRouteStatus>) -> Option<String> {
+    status
+        .and_then(|s| s.conditions.condition(status::READY))
+        .map(|c| c.reason.clone())
+}
+
+async fn report_invalid(
+    ctx: &Context,
+    route: &PrivateLinkRoute,
+    invalid: &Invalid,
+) -> Result<Action, Error> {
+    tracing::warn!(route = %route.name_any(), reason = invalid.reason,
+        message = %invalid.message, "Route cannot be reconciled");
+    let new_status = status::invalid(route, invalid, Timestamp::now());
+    report(ctx, route, &new_status, &Outcome::default()).await?;
+    let retry = match invalid.reason {
+        "AccountNotReady" => Duration::from_secs(30),
+        _ => validate::drift_check(route, ctx.settings.route_resync),
+    };
+    Ok(Action::requeue(retry))
+}
+
+async fn write_status(
+    ctx: &Context,
+    route: &PrivateLinkRoute,
+    status: &PrivateLinkRouteStatus,
+) -> Result<(), Error> {
+    let api: Api<PrivateLinkRoute> =
+        Api::namespaced(ctx.client.clone(), &route.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": "prodaccess.io/v1alpha1",
+        "kind": "PrivateLinkRoute",
+        "status": status,
+    });
+    let params = PatchParams::apply(MANAGER).force();
+    api.patch_status(&route.name_any(), &params, &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::WriteStatus {
+            name: route.name_any(),
+            source,
+        })?;
+    Ok(())
+}
+
+/// Deletes everything the route owns, in reverse order; `Retain` keeps it all.
+async fn cleanup(route: Arc<PrivateLinkRoute>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if route.spec.deletion_policy == DeletionPolicy::Retain {
+        let note = "deletion policy Retain: AWS resources left in place".to_string();
+        ctx.event(
+            route.as_ref(),
+            EventType::Normal,
+            "Retained",
+            "Delete",
+            note,
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    let resolved = resolve(&route, &ctx).map_err(Error::CleanupBlocked)?;
+    let clients = clients(&ctx, &resolved).await;
+    let names = names_of(&route);
+    let status = route.status.as_ref();
+    let observed = observe::observe(&clients, &route.spec, &names, status).await?;
+    let actions = plan::plan_cleanup(&route.spec, &observed);
+    let refs = Refs::from_observed(&observed);
+    let outcome = executor(&clients, &route, &names, refs)
+        .run(&actions)
+        .await?;
+    if !outcome.done.is_empty() {
+        let note = outcome.done.join("; ");
+        ctx.event(route.as_ref(), EventType::Normal, "Deleted", "Delete", note)
+            .await;
+    }
+    if let Some(waiting) = outcome.waiting {
+        return Err(Error::Waiting(waiting));
+    }
+    let left = observe::observe(&clients, &route.spec, &names, status).await?;
+    let remaining = plan::plan_cleanup(&route.spec, &left);
+    if let Some(first) = remaining.first() {
+        return Err(Error::Waiting(format!(
+            "AWS to finish: {}",
+            first.describe()
+        )));
+    }
+    Ok(Action::await_change())
+}
+
+/// Retry policy from the error class: a bad request waits for an edit, transient failures
+/// retry soon with jitter, auth failures retry slowly; every failure but a wait raises a
+/// Warning Event.
+pub fn error_policy(route: Arc<PrivateLinkRoute>, err: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::Waiting(what) = err {
+        tracing::info!(route = %route.name_any(), waiting = %what, "Route waits for AWS");
+        return Action::requeue(Duration::from_secs(5));
+    }
+    let class = err.class();
+    let labels = crate::metrics::ErrorLabels {
+        kind: "PrivateLinkRoute",
+        category: class.as_str(),
+    };
+    ctx.metrics.reconcile_errors.get_or_create(&labels).inc();
+    tracing::warn!(route = %route.name_any(), error = %error_chain(err), category = class.as_str(),
+        "Reconcile failed");
+    let note = error_chain(err);
+    tokio::spawn(async move {
+        ctx.event(
+            route.as_ref(),
+            EventType::Warning,
+            class.as_str(),
+            "Reconcile",
+            note,
+        )
+        .await;
+    });
+    retry_after(class)
+}
+
+/// An error and its sources on one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// Requeue delay for a failure class, jittered so that many routes do not retry at once.
+fn retry_after(class: ErrorClass) -> Action {
+    let base_ms: u64 = match class {
+        ErrorClass::Throttling | ErrorClass::Service | ErrorClass::Connectivity => 2_000,
+        ErrorClass::Conflict => 1_000,
+        ErrorClass::Auth => 60_000,
+        ErrorClass::NotFound | ErrorClass::InvalidRequest => 300_000,
+    };
+    let jitter = rand::random::<u64>() % (base_ms / 2 + 1);
+    Action::requeue(Duration::from_millis(base_ms + jitter))
+}
+
+/// What in a route is worth a reconcile: the spec (generation), annotations (pause and
+/// re-check requests), finalizers and deletion. Status writes are not, or every status write
+/// would start another reconcile.
+fn trigger_hash(route: &PrivateLinkRoute) -> Option<u64> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    predicates::generation(route).hash(&mut hasher);
+    predicates::annotations(route).hash(&mut hasher);
+    predicates::finalizers(route).hash(&mut hasher);
+    route.meta().deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Runs the route controller until the process stops.
+pub async fn run(ctx: Arc<Context>, api: Api<PrivateLinkRoute>, config: watcher::Config) {
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(trigger_hash, PredicateConfig::default());
+    Controller::for_stream(stream, reader)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }

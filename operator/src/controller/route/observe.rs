@@ -76,8 +76,13 @@ pub async fn observe(
         certificate_status: certificate_status(provider, &spec.provider.certificate_arn).await?,
         ..Observed::default()
     };
-    let lb_subnets: Vec<String> =
-        spec.provider.alb_subnet_ids.iter().chain(&spec.provider.nlb_subnet_ids).cloned().collect();
+    let lb_subnets: Vec<String> = spec
+        .provider
+        .alb_subnet_ids
+        .iter()
+        .chain(&spec.provider.nlb_subnet_ids)
+        .cloned()
+        .collect();
     observed.provider_subnets = subnets(provider, &lb_subnets).await?;
     observed.consumer_subnets = subnets(&clients.consumer, &spec.consumer.subnet_ids).await?;
     observed.instances = instances(provider, &spec.provider.targets.instance_ids).await?;
@@ -100,7 +105,8 @@ async fn observe_balancers(
     names: &RouteNames,
     observed: &mut Observed,
 ) -> Result<(), ObserveError> {
-    observed.instance_target_group = target_group(aws, names, &names.instance_target_group()).await?;
+    observed.instance_target_group =
+        target_group(aws, names, &names.instance_target_group()).await?;
     observed.alb = load_balancer(aws, names, &names.alb()).await?;
     if let Some(alb) = &observed.alb {
         observed.alb_listeners = listeners(aws, &alb.arn).await?;
@@ -114,8 +120,17 @@ async fn observe_balancers(
 }
 
 async fn certificate_status(aws: &AwsClients, arn: &str) -> Result<Option<String>, ObserveError> {
-    match aws.acm.describe_certificate().certificate_arn(arn).send().await {
-        Ok(out) => Ok(out.certificate().and_then(|c| c.status()).map(|s| s.as_str().to_string())),
+    match aws
+        .acm
+        .describe_certificate()
+        .certificate_arn(arn)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out
+            .certificate()
+            .and_then(|c| c.status())
+            .map(|s| s.as_str().to_string())),
         Err(err) => {
             let err = AwsCallError::from(err);
             if err.is_not_found() {
@@ -128,7 +143,10 @@ async fn certificate_status(aws: &AwsClients, arn: &str) -> Result<Option<String
 }
 
 fn filter(name: &str, values: &[String]) -> Filter {
-    Filter::builder().name(name).set_values(Some(values.to_vec())).build()
+    Filter::builder()
+        .name(name)
+        .set_values(Some(values.to_vec()))
+        .build()
 }
 
 async fn subnets(aws: &AwsClients, ids: &[String]) -> Result<Vec<Subnet>, ObserveError> {
@@ -165,7 +183,11 @@ async fn instances(aws: &AwsClients, ids: &[String]) -> Result<Vec<Instance>, Ob
         .map(|i| Instance {
             id: i.instance_id().unwrap_or_default().to_string(),
             vpc_id: i.vpc_id().unwrap_or_default().to_string(),
-            state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
+            state: i
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+                .unwrap_or_default(),
         })
         .filter(|i| i.state != "terminated" && i.state != "shutting-down")
         .collect())
@@ -208,16 +230,26 @@ async fn target_group(
         return Err(ObserveError::NameTaken(name.to_string()));
     }
     let health_check = HealthCheckSettings {
-        protocol: group.health_check_protocol().map(|p| p.as_str().to_string()).unwrap_or_default(),
+        protocol: group
+            .health_check_protocol()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
         path: group.health_check_path().unwrap_or_default().to_string(),
         interval_seconds: group.health_check_interval_seconds().unwrap_or_default(),
         healthy_threshold: group.healthy_threshold_count().unwrap_or_default(),
         unhealthy_threshold: group.unhealthy_threshold_count().unwrap_or_default(),
-        matcher: group.matcher().and_then(|m| m.http_code()).unwrap_or_default().to_string(),
+        matcher: group
+            .matcher()
+            .and_then(|m| m.http_code())
+            .unwrap_or_default()
+            .to_string(),
     };
     Ok(Some(TargetGroup {
         targets: targets(aws, &arn).await?,
-        protocol: group.protocol().map(|p| p.as_str().to_string()).unwrap_or_default(),
+        protocol: group
+            .protocol()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
         port: group.port().unwrap_or_default(),
         health_check,
         arn,
@@ -236,7 +268,11 @@ async fn targets(aws: &AwsClients, arn: &str) -> Result<Vec<Target>, ObserveErro
         .target_health_descriptions()
         .iter()
         .map(|d| Target {
-            id: d.target().and_then(|t| t.id()).unwrap_or_default().to_string(),
+            id: d
+                .target()
+                .and_then(|t| t.id())
+                .unwrap_or_default()
+                .to_string(),
             port: d.target().and_then(|t| t.port()).unwrap_or_default(),
             health: d
                 .target_health()
@@ -272,7 +308,11 @@ async fn load_balancer(
     }
     Ok(Some(LoadBalancer {
         arn,
-        state: lb.state().and_then(|s| s.code()).map(|c| c.as_str().to_string()).unwrap_or_default(),
+        state: lb
+            .state()
+            .and_then(|s| s.code())
+            .map(|c| c.as_str().to_string())
+            .unwrap_or_default(),
         vpc_id: lb.vpc_id().unwrap_or_default().to_string(),
         dns_name: lb.dns_name().unwrap_or_default().to_string(),
     }))
@@ -295,10 +335,21 @@ fn listener_of(l: &aws_sdk_elasticloadbalancingv2::types::Listener) -> Listener 
         .iter()
         .filter(|a| a.r#type().is_some_and(|t| t.as_str() == "forward"))
         .flat_map(|a| {
-            let mut arns: Vec<String> = a.target_group_arn().map(str::to_string).into_iter().collect();
+            let mut arns: Vec<String> = a
+                .target_group_arn()
+                .map(str::to_string)
+                .into_iter()
+                .collect();
             if arns.is_empty() {
-                let groups = a.forward_config().map(|f| f.target_groups()).unwrap_or_default();
-                arns = groups.iter().filter_map(|g| g.target_group_arn()).map(str::to_string).collect();
+                let groups = a
+                    .forward_config()
+                    .map(|f| f.target_groups())
+                    .unwrap_or_default();
+                arns = groups
+                    .iter()
+                    .filter_map(|g| g.target_group_arn())
+                    .map(str::to_string)
+                    .collect();
             }
             arns
         })
@@ -306,7 +357,10 @@ fn listener_of(l: &aws_sdk_elasticloadbalancingv2::types::Listener) -> Listener 
     Listener {
         arn: l.listener_arn().unwrap_or_default().to_string(),
         port: l.port().unwrap_or_default(),
-        protocol: l.protocol().map(|p| p.as_str().to_string()).unwrap_or_default(),
+        protocol: l
+            .protocol()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
         certificate_arns: l
             .certificates()
             .iter()
@@ -319,7 +373,10 @@ fn listener_of(l: &aws_sdk_elasticloadbalancingv2::types::Listener) -> Listener 
 }
 
 fn ec2_owned(names: &RouteNames, tags: &[aws_sdk_ec2::types::Tag]) -> bool {
-    names.owns(tags.iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())))
+    names.owns(
+        tags.iter()
+            .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())),
+    )
 }
 
 async fn endpoint_service(
@@ -342,7 +399,10 @@ async fn endpoint_service(
     let id = service.service_id().unwrap_or_default().to_string();
     Ok(Some(EndpointService {
         name: service.service_name().unwrap_or_default().to_string(),
-        state: service.service_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        state: service
+            .service_state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
         acceptance_required: service.acceptance_required().unwrap_or(false),
         principals: principals(aws, &id).await?,
         connections: connections(aws, &id).await?,
@@ -358,7 +418,12 @@ async fn principals(aws: &AwsClients, service_id: &str) -> Result<Vec<String>, O
         .send()
         .await
         .map_err(|e| ObserveError::DescribeServicePermissions(e.into()))?;
-    Ok(out.allowed_principals().iter().filter_map(|p| p.principal()).map(str::to_string).collect())
+    Ok(out
+        .allowed_principals()
+        .iter()
+        .filter_map(|p| p.principal())
+        .map(str::to_string)
+        .collect())
 }
 
 async fn connections(aws: &AwsClients, service_id: &str) -> Result<Vec<Connection>, ObserveError> {
@@ -374,7 +439,10 @@ async fn connections(aws: &AwsClients, service_id: &str) -> Result<Vec<Connectio
         .iter()
         .map(|c| Connection {
             endpoint_id: c.vpc_endpoint_id().unwrap_or_default().to_string(),
-            state: c.vpc_endpoint_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+            state: c
+                .vpc_endpoint_state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
         })
         .collect())
 }
@@ -387,19 +455,36 @@ async fn endpoint(aws: &AwsClients, names: &RouteNames) -> Result<Option<Endpoin
         .await
         .map_err(|e| ObserveError::DescribeEndpoints(e.into()))?;
     let found = out.vpc_endpoints().iter().find(|e| {
-        let state = e.state().map(|s| s.as_str().to_ascii_lowercase()).unwrap_or_default();
+        let state = e
+            .state()
+            .map(|s| s.as_str().to_ascii_lowercase())
+            .unwrap_or_default();
         ec2_owned(names, e.tags()) && state != "deleted"
     });
     Ok(found.map(|e| {
         let dns = e.dns_entries().first();
         Endpoint {
             id: e.vpc_endpoint_id().unwrap_or_default().to_string(),
-            state: e.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+            state: e
+                .state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
             service_name: e.service_name().unwrap_or_default().to_string(),
             subnet_ids: e.subnet_ids().to_vec(),
-            security_group_ids: e.groups().iter().filter_map(|g| g.group_id()).map(str::to_string).collect(),
-            dns_name: dns.and_then(|d| d.dns_name()).unwrap_or_default().to_string(),
-            dns_zone_id: dns.and_then(|d| d.hosted_zone_id()).unwrap_or_default().to_string(),
+            security_group_ids: e
+                .groups()
+                .iter()
+                .filter_map(|g| g.group_id())
+                .map(str::to_string)
+                .collect(),
+            dns_name: dns
+                .and_then(|d| d.dns_name())
+                .unwrap_or_default()
+                .to_string(),
+            dns_zone_id: dns
+                .and_then(|d| d.hosted_zone_id())
+                .unwrap_or_default()
+                .to_string(),
         }
     }))
 }
@@ -429,7 +514,10 @@ async fn hosted_zone(
         .await
         .map_err(|e| ObserveError::ListHostedZones(e.into()))?;
     let reference = names.zone_caller_reference();
-    let found = out.hosted_zones().iter().find(|z| z.caller_reference() == reference);
+    let found = out
+        .hosted_zones()
+        .iter()
+        .find(|z| z.caller_reference() == reference);
     Ok(found.map(|z| HostedZone {
         id: bare_zone_id(z.id()),
         name: z.name().to_string(),
@@ -444,7 +532,12 @@ async fn existing_zone(aws: &AwsClients, id: &str) -> Result<Option<HostedZone>,
             id: bare_zone_id(z.id()),
             name: z.name().to_string(),
             owned: false,
-            vpc_ids: out.vpcs().iter().filter_map(|v| v.vpc_id()).map(str::to_string).collect(),
+            vpc_ids: out
+                .vpcs()
+                .iter()
+                .filter_map(|v| v.vpc_id())
+                .map(str::to_string)
+                .collect(),
         })),
         Err(err) => {
             let err = AwsCallError::from(err);
@@ -458,10 +551,15 @@ async fn existing_zone(aws: &AwsClients, id: &str) -> Result<Option<HostedZone>,
 }
 
 fn same_name(a: &str, b: &str) -> bool {
-    a.trim_end_matches('.').eq_ignore_ascii_case(b.trim_end_matches('.'))
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
 }
 
-async fn record(aws: &AwsClients, zone_id: &str, host: &str) -> Result<Option<Record>, ObserveError> {
+async fn record(
+    aws: &AwsClients,
+    zone_id: &str,
+    host: &str,
+) -> Result<Option<Record>, ObserveError> {
     let out = aws
         .route53
         .list_resource_record_sets()
@@ -471,14 +569,19 @@ async fn record(aws: &AwsClients, zone_id: &str, host: &str) -> Result<Option<Re
         .send()
         .await
         .map_err(|e| ObserveError::ListRecords(e.into()))?;
-    let found = out.resource_record_sets().iter().find(|r| {
-        same_name(r.name(), host) && matches!(r.r#type().as_str(), "CNAME" | "A")
-    });
+    let found = out
+        .resource_record_sets()
+        .iter()
+        .find(|r| same_name(r.name(), host) && matches!(r.r#type().as_str(), "CNAME" | "A"));
     Ok(found.map(|r| {
         let alias = r.alias_target();
         let values = match alias {
             Some(alias) => vec![alias.dns_name().to_string()],
-            None => r.resource_records().iter().map(|v| v.value().to_string()).collect(),
+            None => r
+                .resource_records()
+                .iter()
+                .map(|v| v.value().to_string())
+                .collect(),
         };
         Record {
             name: host.to_string(),

@@ -59,7 +59,11 @@ impl Plan {
 pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     if let Some(problem) = preflight(desired, observed) {
         let hops = hop_states(observed, &[], Some(&problem));
-        return Plan { actions: Vec::new(), problem: Some(problem), hops };
+        return Plan {
+            actions: Vec::new(),
+            problem: Some(problem),
+            hops,
+        };
     }
     let mut actions = Vec::new();
     plan_targets(desired, observed, &mut actions);
@@ -69,18 +73,29 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     plan_endpoint(desired, observed, &mut actions);
     plan_dns(desired, observed, &mut actions);
     let hops = hop_states(observed, &actions, None);
-    Plan { actions, problem: None, hops }
+    Plan {
+        actions,
+        problem: None,
+        hops,
+    }
 }
 
 fn problem(hop: Hop, reason: &'static str, message: String) -> Option<Problem> {
-    Some(Problem { hop, reason, message })
+    Some(Problem {
+        hop,
+        reason,
+        message,
+    })
 }
 
 /// Checks AWS facts the schema cannot: subnets, zones, VPCs, the certificate, the zone.
 fn preflight(desired: &Desired, observed: &Observed) -> Option<Problem> {
     let provider = &desired.spec.provider;
     let consumer = &desired.spec.consumer;
-    let wanted = provider.alb_subnet_ids.iter().chain(&provider.nlb_subnet_ids);
+    let wanted = provider
+        .alb_subnet_ids
+        .iter()
+        .chain(&provider.nlb_subnet_ids);
     let lb_subnets = check_subnets(wanted, &observed.provider_subnets, &provider.vpc_id);
     if let Some((reason, message)) = lb_subnets {
         return problem(Hop::LoadBalancer, reason, message);
@@ -92,18 +107,32 @@ fn preflight(desired: &Desired, observed: &Observed) -> Option<Problem> {
         .map(|s| s.zone.as_str())
         .collect();
     if zones.len() < 2 {
-        let message = format!("ALB subnets are all in {}; an ALB needs two zones", join(zones));
+        let message = format!(
+            "ALB subnets are all in {}; an ALB needs two zones",
+            join(zones)
+        );
         return problem(Hop::LoadBalancer, "SubnetsInOneZone", message);
     }
-    let ep_subnets = check_subnets(&consumer.subnet_ids, &observed.consumer_subnets, &consumer.vpc_id);
+    let ep_subnets = check_subnets(
+        &consumer.subnet_ids,
+        &observed.consumer_subnets,
+        &consumer.vpc_id,
+    );
     if let Some((reason, message)) = ep_subnets {
         return problem(Hop::Endpoint, reason, message);
     }
     if let Some(found) = preflight_certificate(observed) {
         return Some(found);
     }
-    if let Some(other) = observed.instances.iter().find(|i| i.vpc_id != provider.vpc_id) {
-        let message = format!("instance {} is in {}, not {}", other.id, other.vpc_id, provider.vpc_id);
+    if let Some(other) = observed
+        .instances
+        .iter()
+        .find(|i| i.vpc_id != provider.vpc_id)
+    {
+        let message = format!(
+            "instance {} is in {}, not {}",
+            other.id, other.vpc_id, provider.vpc_id
+        );
         return problem(Hop::Targets, "VpcMismatch", message);
     }
     preflight_zone(desired, observed)
@@ -147,11 +176,18 @@ fn preflight_zone(desired: &Desired, observed: &Observed) -> Option<Problem> {
     let consumer = &desired.spec.consumer;
     let zone_id = consumer.hosted_zone.zone_id.as_ref()?;
     match &observed.hosted_zone {
-        None => problem(Hop::Dns, "HostedZoneNotFound", format!("hosted zone {zone_id} not found")),
+        None => problem(
+            Hop::Dns,
+            "HostedZoneNotFound",
+            format!("hosted zone {zone_id} not found"),
+        ),
         Some(zone) if !zone.vpc_ids.contains(&consumer.vpc_id) => problem(
             Hop::Dns,
             "VpcMismatch",
-            format!("hosted zone {zone_id} is not associated with {}", consumer.vpc_id),
+            format!(
+                "hosted zone {zone_id} is not associated with {}",
+                consumer.vpc_id
+            ),
         ),
         Some(_) => None,
     }
@@ -168,7 +204,9 @@ fn plan_targets(desired: &Desired, observed: &Observed, actions: &mut Vec<RouteA
     let Some(group) = &observed.instance_target_group else {
         actions.push(RouteAction::CreateInstanceTargetGroup);
         if !existing.is_empty() {
-            actions.push(RouteAction::RegisterTargets { instance_ids: existing });
+            actions.push(RouteAction::RegisterTargets {
+                instance_ids: existing,
+            });
         }
         return;
     };
@@ -177,11 +215,20 @@ fn plan_targets(desired: &Desired, observed: &Observed, actions: &mut Vec<RouteA
         actions.push(RouteAction::ModifyHealthCheck { changes });
     }
     let registered = |id: &String| {
-        group.targets.iter().any(|t| &t.id == id && t.port == targets.port)
+        group
+            .targets
+            .iter()
+            .any(|t| &t.id == id && t.port == targets.port)
     };
-    let missing: Vec<String> = existing.iter().filter(|id| !registered(id)).cloned().collect();
+    let missing: Vec<String> = existing
+        .iter()
+        .filter(|id| !registered(id))
+        .cloned()
+        .collect();
     if !missing.is_empty() {
-        actions.push(RouteAction::RegisterTargets { instance_ids: missing });
+        actions.push(RouteAction::RegisterTargets {
+            instance_ids: missing,
+        });
     }
     let unknown: Vec<(String, i32)> = group
         .targets
@@ -202,17 +249,35 @@ pub fn target_protocol(protocol: TargetProtocol) -> &'static str {
     }
 }
 
-fn health_check_changes(desired: &Desired, seen: &super::state::HealthCheckSettings) -> Vec<String> {
+fn health_check_changes(
+    desired: &Desired,
+    seen: &super::state::HealthCheckSettings,
+) -> Vec<String> {
     let targets = &desired.spec.provider.targets;
     let want = &targets.health_check;
     let mut changes = Vec::new();
     let protocol = target_protocol(targets.protocol);
-    diff(&mut changes, "protocol", &seen.protocol, protocol);
+    diff(&mut changes, "protocol", seen.protocol.as_str(), protocol);
     diff(&mut changes, "path", &seen.path, &want.path);
-    diff(&mut changes, "interval", &seen.interval_seconds, &want.interval_seconds);
-    diff(&mut changes, "healthy threshold", &seen.healthy_threshold, &want.healthy_threshold);
+    diff(
+        &mut changes,
+        "interval",
+        &seen.interval_seconds,
+        &want.interval_seconds,
+    );
+    diff(
+        &mut changes,
+        "healthy threshold",
+        &seen.healthy_threshold,
+        &want.healthy_threshold,
+    );
     let unhealthy = &want.unhealthy_threshold;
-    diff(&mut changes, "unhealthy threshold", &seen.unhealthy_threshold, unhealthy);
+    diff(
+        &mut changes,
+        "unhealthy threshold",
+        &seen.unhealthy_threshold,
+        unhealthy,
+    );
     diff(&mut changes, "matcher", &seen.matcher, &want.matcher);
     changes
 }
@@ -251,11 +316,17 @@ fn plan_alb(desired: &Desired, observed: &Observed, actions: &mut Vec<RouteActio
     match our_listener(&observed.alb_listeners, recorded, spec.port) {
         None => actions.push(RouteAction::CreateAlbListener),
         Some(listener) => {
-            let forward = observed.instance_target_group.as_ref().map(|g| g.arn.as_str());
+            let forward = observed
+                .instance_target_group
+                .as_ref()
+                .map(|g| g.arn.as_str());
             let changes = alb_listener_changes(desired, listener, forward);
             if !changes.is_empty() {
                 let listener_arn = listener.arn.clone();
-                actions.push(RouteAction::ModifyAlbListener { listener_arn, changes });
+                actions.push(RouteAction::ModifyAlbListener {
+                    listener_arn,
+                    changes,
+                });
             }
         }
     }
@@ -278,10 +349,18 @@ fn alb_listener_changes(desired: &Desired, seen: &Listener, forward: Option<&str
     diff(&mut changes, "protocol", seen.protocol.as_str(), "HTTPS");
     if seen.certificate_arns != [provider.certificate_arn.clone()] {
         let seen_certs = seen.certificate_arns.join(",");
-        changes.push(format!("certificate {seen_certs} -> {}", provider.certificate_arn));
+        changes.push(format!(
+            "certificate {seen_certs} -> {}",
+            provider.certificate_arn
+        ));
     }
     if let Some(policy) = &provider.ssl_policy {
-        diff(&mut changes, "ssl policy", seen.ssl_policy.as_deref().unwrap_or("none"), policy);
+        diff(
+            &mut changes,
+            "ssl policy",
+            seen.ssl_policy.as_deref().unwrap_or("none"),
+            policy,
+        );
     }
     forward_change(&mut changes, seen, forward);
     changes
@@ -293,7 +372,9 @@ fn forward_change(changes: &mut Vec<String>, seen: &Listener, forward: Option<&s
     };
     if seen.forward_to != [group.to_string()] {
         let seen_groups = seen.forward_to.join(",");
-        changes.push(format!("default action forwards to [{seen_groups}] -> [{group}]"));
+        changes.push(format!(
+            "default action forwards to [{seen_groups}] -> [{group}]"
+        ));
     }
 }
 
@@ -314,7 +395,10 @@ fn plan_nlb(desired: &Desired, observed: &Observed, actions: &mut Vec<RouteActio
     forward_change(&mut changes, listener, forward);
     if !changes.is_empty() {
         let listener_arn = listener.arn.clone();
-        actions.push(RouteAction::ModifyNlbListener { listener_arn, changes });
+        actions.push(RouteAction::ModifyNlbListener {
+            listener_arn,
+            changes,
+        });
     }
 }
 
@@ -343,7 +427,10 @@ fn plan_endpoint_service(desired: &Desired, observed: &Observed, actions: &mut V
 
 /// Items of `want` that `have` lacks, in `want`'s order.
 fn missing(want: &[String], have: &[String]) -> Vec<String> {
-    want.iter().filter(|item| !have.contains(item)).cloned().collect()
+    want.iter()
+        .filter(|item| !have.contains(item))
+        .cloned()
+        .collect()
 }
 
 fn plan_endpoint(desired: &Desired, observed: &Observed, actions: &mut Vec<RouteAction>) {
@@ -381,7 +468,10 @@ fn connection_pending(observed: &Observed) -> bool {
         return false;
     };
     let from_service = observed.endpoint_service.as_ref().and_then(|service| {
-        service.connections.iter().find(|c| c.endpoint_id == endpoint.id)
+        service
+            .connections
+            .iter()
+            .find(|c| c.endpoint_id == endpoint.id)
     });
     match from_service {
         Some(connection) => connection.state == "pendingAcceptance",
@@ -407,7 +497,9 @@ fn plan_dns(desired: &Desired, observed: &Observed, actions: &mut Vec<RouteActio
         return;
     };
     if record.type_ != want_type {
-        actions.push(RouteAction::UpsertRecord { replace: Some(record.clone()) });
+        actions.push(RouteAction::UpsertRecord {
+            replace: Some(record.clone()),
+        });
         return;
     }
     let alias_ok = match consumer.record_type {
@@ -435,43 +527,73 @@ fn join<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 /// Each hop's condition, from what exists, what is still to do, and a blocking problem.
-fn hop_states(observed: &Observed, actions: &[RouteAction], problem: Option<&Problem>) -> Vec<HopState> {
+fn hop_states(
+    observed: &Observed,
+    actions: &[RouteAction],
+    problem: Option<&Problem>,
+) -> Vec<HopState> {
     Hop::ALL
         .iter()
         .map(|&hop| {
             if let Some(p) = problem.filter(|p| p.hop == hop) {
                 return not_ready(hop, p.reason, p.message.clone());
             }
-            let pending: Vec<String> =
-                actions.iter().filter(|a| a.hop() == hop).map(RouteAction::describe).collect();
+            let pending: Vec<String> = actions
+                .iter()
+                .filter(|a| a.hop() == hop)
+                .map(RouteAction::describe)
+                .collect();
             if !pending.is_empty() {
                 return not_ready(hop, "Reconciling", format!("to do: {}", pending.join("; ")));
             }
             match waiting(hop, observed) {
                 Some((reason, message)) => not_ready(hop, reason, message),
-                None if problem.is_some() => not_ready(hop, "Blocked", "another hop has a problem".into()),
-                None => HopState { hop, ready: true, reason: "Ready".into(), message: String::new() },
+                None if problem.is_some() => {
+                    not_ready(hop, "Blocked", "another hop has a problem".into())
+                }
+                None => HopState {
+                    hop,
+                    ready: true,
+                    reason: "Ready".into(),
+                    message: String::new(),
+                },
             }
         })
         .collect()
 }
 
 fn not_ready(hop: Hop, reason: &str, message: String) -> HopState {
-    HopState { hop, ready: false, reason: reason.to_string(), message }
+    HopState {
+        hop,
+        ready: false,
+        reason: reason.to_string(),
+        message,
+    }
 }
 
 /// States AWS is still moving through, per hop.
 fn waiting(hop: Hop, observed: &Observed) -> Option<(&'static str, String)> {
     match hop {
         Hop::Targets => observed.instance_target_group.as_ref().and_then(|g| {
-            let missing: Vec<&str> = g.targets.iter().filter(|t| t.health == "unused").map(|t| t.id.as_str()).collect();
-            (!missing.is_empty()).then(|| ("TargetsUnused", format!("unused: {}", missing.join(","))))
+            let missing: Vec<&str> = g
+                .targets
+                .iter()
+                .filter(|t| t.health == "unused")
+                .map(|t| t.id.as_str())
+                .collect();
+            (!missing.is_empty())
+                .then(|| ("TargetsUnused", format!("unused: {}", missing.join(","))))
         }),
         Hop::LoadBalancer => [&observed.alb, &observed.nlb]
             .into_iter()
             .flatten()
             .find(|lb| !lb.is_active())
-            .map(|lb| ("LoadBalancerProvisioning", format!("{} is {}", lb.arn, lb.state))),
+            .map(|lb| {
+                (
+                    "LoadBalancerProvisioning",
+                    format!("{} is {}", lb.arn, lb.state),
+                )
+            }),
         Hop::EndpointService => observed
             .endpoint_service
             .as_ref()
@@ -513,20 +635,28 @@ pub fn plan_cleanup(spec: &PrivateLinkRouteSpec, observed: &Observed) -> Vec<Rou
     if let Some(endpoint) = &observed.endpoint {
         let endpoint_id = endpoint.id.clone();
         if endpoint.state != "deleting" {
-            actions.push(RouteAction::DeleteEndpoint { endpoint_id: endpoint_id.clone() });
+            actions.push(RouteAction::DeleteEndpoint {
+                endpoint_id: endpoint_id.clone(),
+            });
         }
         actions.push(RouteAction::WaitEndpointDeleted { endpoint_id });
     }
     if let Some(service) = &observed.endpoint_service {
-        actions.push(RouteAction::DeleteEndpointService { service_id: service.id.clone() });
+        actions.push(RouteAction::DeleteEndpointService {
+            service_id: service.id.clone(),
+        });
     }
     cleanup_balancer(observed.nlb.as_ref(), &observed.nlb_listeners, &mut actions);
     if let Some(group) = &observed.alb_target_group {
-        actions.push(RouteAction::DeleteTargetGroup { arn: group.arn.clone() });
+        actions.push(RouteAction::DeleteTargetGroup {
+            arn: group.arn.clone(),
+        });
     }
     cleanup_balancer(observed.alb.as_ref(), &observed.alb_listeners, &mut actions);
     if let Some(group) = &observed.instance_target_group {
-        actions.push(RouteAction::DeleteTargetGroup { arn: group.arn.clone() });
+        actions.push(RouteAction::DeleteTargetGroup {
+            arn: group.arn.clone(),
+        });
     }
     actions
 }
@@ -541,11 +671,15 @@ fn cleanup_dns(observed: &Observed, actions: &mut Vec<RouteAction>) {
             .or_else(|| observed.recorded_endpoint_dns.clone());
         let points_at_us = endpoint_dns.is_some_and(|dns| dns_matches(&record.values, &dns));
         if points_at_us || zone.is_some_and(|z| z.owned) {
-            actions.push(RouteAction::DeleteRecord { record: record.clone() });
+            actions.push(RouteAction::DeleteRecord {
+                record: record.clone(),
+            });
         }
     }
     if let Some(zone) = zone.filter(|z| z.owned) {
-        actions.push(RouteAction::DeleteHostedZone { zone_id: zone.id.clone() });
+        actions.push(RouteAction::DeleteHostedZone {
+            zone_id: zone.id.clone(),
+        });
     }
 }
 
@@ -558,7 +692,11 @@ fn cleanup_balancer(
         return;
     };
     for listener in listeners {
-        actions.push(RouteAction::DeleteListener { listener_arn: listener.arn.clone() });
+        actions.push(RouteAction::DeleteListener {
+            listener_arn: listener.arn.clone(),
+        });
     }
-    actions.push(RouteAction::DeleteLoadBalancer { arn: balancer.arn.clone() });
+    actions.push(RouteAction::DeleteLoadBalancer {
+        arn: balancer.arn.clone(),
+    });
 }

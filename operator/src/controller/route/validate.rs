@@ -42,8 +42,10 @@ pub fn validate(
     find: impl Fn(&str) -> Option<Arc<AwsAccount>>,
 ) -> Result<Resolved, Invalid> {
     let spec = &route.spec;
-    let drift_check = parse_duration(&spec.drift_check_interval)
-        .map_err(|err| Invalid { reason: "InvalidDriftCheckInterval", message: err.to_string() })?;
+    let drift_check = parse_duration(&spec.drift_check_interval).map_err(|err| Invalid {
+        reason: "InvalidDriftCheckInterval",
+        message: err.to_string(),
+    })?;
     check_zone(route)?;
     let provider = account(&spec.provider.account_ref, namespace, &find)?;
     let consumer = account(&spec.consumer.account_ref, namespace, &find)?;
@@ -54,7 +56,12 @@ pub fn validate(
     } else {
         spec.provider.allowed_principals.clone()
     };
-    Ok(Resolved { provider, consumer, principals, drift_check })
+    Ok(Resolved {
+        provider,
+        consumer,
+        principals,
+        drift_check,
+    })
 }
 
 fn check_zone(route: &PrivateLinkRoute) -> Result<(), Invalid> {
@@ -67,10 +74,16 @@ fn check_zone(route: &PrivateLinkRoute) -> Result<(), Invalid> {
             if host == name || host.ends_with(&format!(".{name}")) {
                 Ok(())
             } else {
-                invalid("HostNotInZone", format!("host name {host} is not inside zone {name}"))
+                invalid(
+                    "HostNotInZone",
+                    format!("host name {host} is not inside zone {name}"),
+                )
             }
         }
-        _ => invalid("HostedZoneChoice", "set exactly one of zoneId and zoneName".into()),
+        _ => invalid(
+            "HostedZoneChoice",
+            "set exactly one of zoneId and zoneName".into(),
+        ),
     }
 }
 
@@ -80,7 +93,10 @@ fn account(
     find: &impl Fn(&str) -> Option<Arc<AwsAccount>>,
 ) -> Result<Arc<AwsAccount>, Invalid> {
     let Some(account) = find(name) else {
-        return invalid("AccountNotFound", format!("AwsAccount {name} does not exist"));
+        return invalid(
+            "AccountNotFound",
+            format!("AwsAccount {name} does not exist"),
+        );
     };
     if !account.allows_namespace(namespace) {
         let message = format!("AwsAccount {name} does not allow namespace {namespace}");
@@ -93,7 +109,10 @@ fn account_id(account: &AwsAccount) -> Result<String, Invalid> {
     let id = account.status.as_ref().and_then(|s| s.account_id.clone());
     id.ok_or_else(|| Invalid {
         reason: "AccountNotReady",
-        message: format!("AwsAccount {} has no account ID yet", kube::ResourceExt::name_any(account)),
+        message: format!(
+            "AwsAccount {} has no account ID yet",
+            kube::ResourceExt::name_any(account)
+        ),
     })
 }
 
@@ -103,7 +122,10 @@ fn check_certificate(route: &PrivateLinkRoute, provider: &AwsAccount) -> Result<
     let arn = &route.spec.provider.certificate_arn;
     let parts: Vec<&str> = arn.split(':').collect();
     let (Some(region), Some(owner)) = (parts.get(3), parts.get(4)) else {
-        return invalid("MalformedCertificateArn", format!("{arn} is not an ACM ARN"));
+        return invalid(
+            "MalformedCertificateArn",
+            format!("{arn} is not an ACM ARN"),
+        );
     };
     if *region != provider.spec.region {
         let message = format!(
