@@ -6,6 +6,10 @@
 //! Kubernetes 1.20's OpenAPI schemas can express (types, enums, patterns, bounds) lives here as
 //! schema attributes; the rest is checked by the operator and reported as a condition.
 
+// kube's derive takes one `printcolumn(...)` attribute per column; clippy reads the repeated
+// attribute name as a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 mod account;
 mod conditions;
 mod duration;

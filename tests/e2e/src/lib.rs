@@ -10,6 +10,7 @@
 pub mod aws;
 pub mod operator;
 pub mod platform;
+pub mod scenario;
 pub mod seed;
 
 pub use operator::Operator;
