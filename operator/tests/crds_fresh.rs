@@ -15,8 +15,15 @@ fn check_dir(dir: &Path) {
             path.display()
         );
     }
-    let files = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or_default();
-    assert_eq!(files, 4, "{} holds exactly the generated CRDs", dir.display());
+    let files = std::fs::read_dir(dir)
+        .map(|d| d.count())
+        .unwrap_or_default();
+    assert_eq!(
+        files,
+        4,
+        "{} holds exactly the generated CRDs",
+        dir.display()
+    );
 }
 
 #[test]

@@ -158,6 +158,17 @@ impl Drop for Operator {
     }
 }
 
+/// Prints the tail of the platform's own logs (API server, emulator), next to the operator's.
+pub fn dump_server_logs(dir: Option<&std::path::Path>) {
+    let Some(dir) = dir else { return };
+    for name in ["kube-apiserver.log", "emulator.log"] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+        eprintln!("--- {} (tail) ---\n{tail}", dir.join(name).display());
+    }
+}
+
 /// A minimal HTTP/1.0 GET over loopback, enough for the health and metrics endpoints.
 pub async fn http_get(url: &str) -> crate::Result<(u16, String)> {
     http("GET", url, "").await
