@@ -52,24 +52,47 @@ pub async fn grant_lifecycle(
     say: &dyn Fn(&str),
 ) -> crate::Result<Outcome> {
     let vars = fx.variables(&env.namespace, &format!("-{}", env.id), duration);
-    env.apply_yaml(&seed::manifests(&env.platform.repo, &vars, &["01", "02"])?).await?;
+    env.apply_yaml(&seed::manifests(&env.platform.repo, &vars, &["01", "02"])?)
+        .await?;
     say("Applied the AwsAccounts and the AccessGroup (examples/seed/01, 02).");
     let denied = fx.start_port_forwarding(&fx.alice).await?;
-    let denial = denied.err().context("alice got a session before any approval")?;
-    ensure!(denial.starts_with("AccessDeniedException"), "unexpected denial: {denial}");
-    say(&format!("Before approval, alice's start-session is refused:\n    {denial}"));
+    let denial = denied
+        .err()
+        .context("alice got a session before any approval")?;
+    ensure!(
+        denial.starts_with("AccessDeniedException"),
+        "unexpected denial: {denial}"
+    );
+    say(&format!(
+        "Before approval, alice's start-session is refused:\n    {denial}"
+    ));
 
-    env.apply_yaml(&seed::manifests(&env.platform.repo, &vars, &["03"])?).await?;
+    env.apply_yaml(&seed::manifests(&env.platform.repo, &vars, &["03"])?)
+        .await?;
     let api: Api<ProductionAccessGrant> = env.api();
     let waiting = grant_where(&api, "a change request", Duration::from_secs(60), |g| {
         phase(g) == GrantPhase::AwaitingApproval
-            && g.status.as_ref().and_then(|s| s.approval_id.as_ref()).is_some()
+            && g.status
+                .as_ref()
+                .and_then(|s| s.approval_id.as_ref())
+                .is_some()
     })
     .await?;
-    let change_request = waiting.status.and_then(|s| s.approval_id).unwrap_or_default();
-    say(&format!("Applied the grant; the operator opened change request {change_request}."));
-    ensure!(fx.group_members(GROUP).await?.is_empty(), "someone is in the group before approval");
-    ensure!(fx.start_port_forwarding(&fx.alice).await?.is_err(), "session allowed while pending");
+    let change_request = waiting
+        .status
+        .and_then(|s| s.approval_id)
+        .unwrap_or_default();
+    say(&format!(
+        "Applied the grant; the operator opened change request {change_request}."
+    ));
+    ensure!(
+        fx.group_members(GROUP).await?.is_empty(),
+        "someone is in the group before approval"
+    );
+    ensure!(
+        fx.start_port_forwarding(&fx.alice).await?.is_err(),
+        "session allowed while pending"
+    );
 
     fx.approve(&fx.carol, &change_request).await?;
     say("carol approved the change request (SendAutomationSignal Approve).");
@@ -84,11 +107,18 @@ pub async fn grant_lifecycle(
         status.approved_by
     );
     let members = fx.group_members(GROUP).await?;
-    ensure!(members == vec!["alice".to_string()], "group members are {members:?}");
+    ensure!(
+        members == vec!["alice".to_string()],
+        "group members are {members:?}"
+    );
     let session = fx.start_port_forwarding(&fx.alice).await?;
     let session = session.map_err(|e| anyhow::anyhow!("alice must get a session now: {e}"))?;
     ensure!(session.starts_with("alice-"), "session id {session}");
-    let expiry = status.window.as_ref().map(|w| w.expiry.0).unwrap_or(Timestamp::now());
+    let expiry = status
+        .window
+        .as_ref()
+        .map(|w| w.expiry.0)
+        .unwrap_or(Timestamp::now());
     say(&format!(
         "The grant is Active until {expiry}; alice is in {GROUP}.\n    \
          Starting session with SessionId: {session}\n    \
@@ -99,18 +129,40 @@ pub async fn grant_lifecycle(
         phase(g) == GrantPhase::Expired
     })
     .await?;
-    let revoked_at = expired.status.and_then(|s| s.revoked_at).map(|t| t.0).unwrap_or(expiry);
+    let revoked_at = expired
+        .status
+        .and_then(|s| s.revoked_at)
+        .map(|t| t.0)
+        .unwrap_or(expiry);
     let revoke_lag = revoked_at.duration_since(expiry).as_secs_f64();
-    ensure!((0.0..2.0).contains(&revoke_lag), "revoked {revoke_lag}s after expiry");
-    ensure!(fx.group_members(GROUP).await?.is_empty(), "alice is still in the group");
+    ensure!(
+        (0.0..2.0).contains(&revoke_lag),
+        "revoked {revoke_lag}s after expiry"
+    );
+    ensure!(
+        fx.group_members(GROUP).await?.is_empty(),
+        "alice is still in the group"
+    );
     let state = fx.session_status(&session).await?;
-    ensure!(state.as_deref() == Some("Terminated"), "session is {state:?}");
+    ensure!(
+        state.as_deref() == Some("Terminated"),
+        "session is {state:?}"
+    );
     let again = fx.start_port_forwarding(&fx.alice).await?;
-    let again = again.err().context("alice still gets a session after expiry")?;
-    ensure!(again.starts_with("AccessDeniedException"), "unexpected denial: {again}");
+    let again = again
+        .err()
+        .context("alice still gets a session after expiry")?;
+    ensure!(
+        again.starts_with("AccessDeniedException"),
+        "unexpected denial: {again}"
+    );
     say(&format!(
         "At expiry (revoked {revoke_lag:.3}s after it) alice left the group, session {session} \
          was terminated, and start-session is refused again."
     ));
-    Ok(Outcome { change_request, session, revoke_lag })
+    Ok(Outcome {
+        change_request,
+        session,
+        revoke_lag,
+    })
 }

@@ -16,17 +16,29 @@ fn kubectl_get(env: &TestEnv) {
     let out = std::process::Command::new(kubectl)
         .env("KUBECONFIG", &env.platform.kubeconfig)
         .args(["get", "prodaccess", "-A", "-o", "wide", "-l"])
-        .arg(format!("{}={}", prodaccess_e2e::platform::TEST_LABEL, env.id))
+        .arg(format!(
+            "{}={}",
+            prodaccess_e2e::platform::TEST_LABEL,
+            env.id
+        ))
         .output();
     match out {
-        Ok(out) => print!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        Ok(out) => print!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
         Err(err) => println!("(kubectl not available: {err})"),
     }
 }
 
 async fn demo() -> anyhow::Result<()> {
     let env = TestEnv::new("demo").await?;
-    println!("==> Namespace {} on {}", env.namespace, env.platform.kubeconfig.display());
+    println!(
+        "==> Namespace {} on {}",
+        env.namespace,
+        env.platform.kubeconfig.display()
+    );
     seed::enable_enforcement(&env.platform.aws_endpoint).await?;
     let fx = Fixtures::create(&env.platform.aws_endpoint).await?;
     println!(
@@ -41,7 +53,10 @@ async fn demo() -> anyhow::Result<()> {
         kubectl_get(&env);
     };
     let outcome = grant_lifecycle(&env, &fx, "30s", &say).await?;
-    println!("==> IAM group {GROUP} members now: {:?}", fx.group_members(GROUP).await?);
+    println!(
+        "==> IAM group {GROUP} members now: {:?}",
+        fx.group_members(GROUP).await?
+    );
     println!(
         "==> Done: change request {}, session {}, revocation {:.3}s after expiry.",
         outcome.change_request, outcome.session, outcome.revoke_lag

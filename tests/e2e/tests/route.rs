@@ -1,0 +1,590 @@
+//! End-to-end tests of `PrivateLinkRoute` on the platform: the operator binary against a real
+//! kube-apiserver and the AWS emulator, with the provider and consumer in two fresh accounts.
+//!
+//! Each test builds what exists before prodaccess (VPCs, subnets in two zones, security
+//! groups, production instances, an imported certificate) through the AWS APIs, applies the
+//! accounts and a route, and checks the result through the AWS APIs of both accounts.
+
+use anyhow::Context as _;
+use aws_config::SdkConfig;
+use kube::api::{Api, DeleteParams};
+use prodaccess::crd::{ConditionExt, PrivateLinkRoute};
+use prodaccess_e2e::platform::eventually;
+use prodaccess_e2e::{aws, Operator, TestEnv};
+use std::time::Duration;
+
+const ROUTE: &str = "admin-console";
+const HOST: &str = "admin.prod.example.com";
+const ZONE: &str = "prod.example.com";
+const PORT: i32 = 10443;
+const UID_TAG: &str = "prodaccess.io/route-uid";
+
+/// AWS state that exists before the route.
+struct Fixture {
+    prod_account: String,
+    jump_account: String,
+    prod: SdkConfig,
+    jump: SdkConfig,
+    prod_vpc: String,
+    prod_subnets: Vec<String>,
+    prod_sg: String,
+    instances: Vec<String>,
+    certificate: String,
+    jump_vpc: String,
+    jump_subnet: String,
+    jump_sg: String,
+}
+
+async fn vpc(ec2: &aws_sdk_ec2::Client, cidr: &str) -> anyhow::Result<String> {
+    let out = ec2
+        .create_vpc()
+        .cidr_block(cidr)
+        .send()
+        .await
+        .context("create VPC")?;
+    Ok(out
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .context("no VPC id")?
+        .to_string())
+}
+
+async fn subnet(
+    ec2: &aws_sdk_ec2::Client,
+    vpc: &str,
+    cidr: &str,
+    zone: &str,
+) -> anyhow::Result<String> {
+    let out = ec2
+        .create_subnet()
+        .vpc_id(vpc)
+        .cidr_block(cidr)
+        .availability_zone(zone)
+        .send()
+        .await
+        .context("create subnet")?;
+    Ok(out
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .context("no subnet id")?
+        .to_string())
+}
+
+async fn security_group(
+    ec2: &aws_sdk_ec2::Client,
+    vpc: &str,
+    name: &str,
+) -> anyhow::Result<String> {
+    let out = ec2
+        .create_security_group()
+        .group_name(name)
+        .description(name)
+        .vpc_id(vpc)
+        .send()
+        .await
+        .context("create security group")?;
+    Ok(out.group_id().context("no group id")?.to_string())
+}
+
+async fn instance(ec2: &aws_sdk_ec2::Client, subnet: &str) -> anyhow::Result<String> {
+    let images = ec2.describe_images().owners("amazon").send().await?;
+    let image = images
+        .images()
+        .first()
+        .and_then(|i| i.image_id())
+        .context("no AMI")?;
+    let out = ec2
+        .run_instances()
+        .image_id(image)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
+        .subnet_id(subnet)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .context("run instance")?;
+    Ok(out
+        .instances()
+        .first()
+        .and_then(|i| i.instance_id())
+        .context("no instance")?
+        .to_string())
+}
+
+/// Imports a fresh self-signed certificate for the host name: imported certificates are
+/// `ISSUED` at once.
+async fn certificate(config: &SdkConfig) -> anyhow::Result<String> {
+    let dir = std::env::temp_dir().join(format!("prodaccess-cert-{}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir)?;
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+        ])
+        .args(["-subj", &format!("/CN={HOST}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .context("run openssl")?;
+    anyhow::ensure!(status.success(), "openssl could not make a certificate");
+    let blob = |path: &std::path::Path| -> anyhow::Result<aws_sdk_acm::primitives::Blob> {
+        Ok(aws_sdk_acm::primitives::Blob::new(std::fs::read(path)?))
+    };
+    let out = aws_sdk_acm::Client::new(config)
+        .import_certificate()
+        .certificate(blob(&cert)?)
+        .private_key(blob(&key)?)
+        .send()
+        .await
+        .context("import certificate")?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(out
+        .certificate_arn()
+        .context("no certificate ARN")?
+        .to_string())
+}
+
+impl Fixture {
+    async fn create(endpoint: &str) -> anyhow::Result<Fixture> {
+        let prod_account = TestEnv::account_id();
+        let jump_account = TestEnv::account_id();
+        let prod = aws::admin(endpoint, &prod_account).await?;
+        let jump = aws::admin(endpoint, &jump_account).await?;
+        let ec2 = aws_sdk_ec2::Client::new(&prod);
+        let prod_vpc = vpc(&ec2, "10.1.0.0/16").await?;
+        let prod_subnets = vec![
+            subnet(&ec2, &prod_vpc, "10.1.1.0/24", "ap-northeast-1a").await?,
+            subnet(&ec2, &prod_vpc, "10.1.2.0/24", "ap-northeast-1c").await?,
+        ];
+        let prod_sg = security_group(&ec2, &prod_vpc, "alb").await?;
+        let instances = vec![
+            instance(&ec2, &prod_subnets[0]).await?,
+            instance(&ec2, &prod_subnets[1]).await?,
+        ];
+        let certificate = certificate(&prod).await?;
+        let ec2 = aws_sdk_ec2::Client::new(&jump);
+        let jump_vpc = vpc(&ec2, "10.2.0.0/16").await?;
+        let jump_subnet = subnet(&ec2, &jump_vpc, "10.2.1.0/24", "ap-northeast-1a").await?;
+        let jump_sg = security_group(&ec2, &jump_vpc, "endpoint").await?;
+        Ok(Fixture {
+            prod_account,
+            jump_account,
+            prod,
+            jump,
+            prod_vpc,
+            prod_subnets,
+            prod_sg,
+            instances,
+            certificate,
+            jump_vpc,
+            jump_subnet,
+            jump_sg,
+        })
+    }
+
+    /// The two accounts and the route, as a user would write them.
+    fn manifests(&self, env: &TestEnv, policy: &str, drift_check: &str) -> String {
+        let account = |name: &str, id: &str| {
+            format!(
+                "apiVersion: prodaccess.io/v1alpha1\nkind: AwsAccount\nmetadata:\n  name: {name}-{}\n\
+                 spec:\n  roleArn: arn:aws:iam::{id}:role/prodaccess-operator\n  \
+                 region: {}\n  expectedAccountId: \"{id}\"\n  allowedNamespaces: [\"{}\"]\n---\n",
+                env.id,
+                aws::REGION,
+                env.namespace
+            )
+        };
+        let route = serde_json::json!({
+            "apiVersion": "prodaccess.io/v1alpha1",
+            "kind": "PrivateLinkRoute",
+            "metadata": {"name": ROUTE},
+            "spec": {
+                "hostName": HOST,
+                "port": PORT,
+                "deletionPolicy": policy,
+                "driftCheckInterval": drift_check,
+                "provider": {
+                    "accountRef": format!("production-{}", env.id),
+                    "vpcId": self.prod_vpc,
+                    "nlbSubnetIds": self.prod_subnets,
+                    "albSubnetIds": self.prod_subnets,
+                    "albSecurityGroupIds": [self.prod_sg],
+                    "certificateArn": self.certificate,
+                    "targets": {"protocol": "HTTPS", "port": 443, "instanceIds": self.instances},
+                },
+                "consumer": {
+                    "accountRef": format!("jump-{}", env.id),
+                    "vpcId": self.jump_vpc,
+                    "subnetIds": [self.jump_subnet],
+                    "securityGroupIds": [self.jump_sg],
+                    "hostedZone": {"zoneName": ZONE},
+                    "recordType": "CNAME",
+                },
+            },
+        });
+        let route = serde_yaml::to_string(&route).unwrap_or_default();
+        format!(
+            "{}{}{route}",
+            account("production", &self.prod_account),
+            account("jump", &self.jump_account)
+        )
+    }
+
+    /// Every resource in both accounts that carries the route-UID tag `uid`, as `kind/id`.
+    async fn managed(&self, uid: &str) -> anyhow::Result<Vec<String>> {
+        let mut found = Vec::new();
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&self.prod);
+        let lbs = elb.describe_load_balancers().send().await?;
+        let groups = elb.describe_target_groups().send().await?;
+        let arns: Vec<String> = lbs
+            .load_balancers()
+            .iter()
+            .filter_map(|lb| lb.load_balancer_arn())
+            .chain(
+                groups
+                    .target_groups()
+                    .iter()
+                    .filter_map(|g| g.target_group_arn()),
+            )
+            .map(str::to_string)
+            .collect();
+        for arn in arns {
+            let tags = elb.describe_tags().resource_arns(&arn).send().await?;
+            let tags = tags.tag_descriptions().iter().flat_map(|d| d.tags());
+            if tags
+                .clone()
+                .any(|t| t.key() == Some(UID_TAG) && t.value() == Some(uid))
+            {
+                found.push(format!("elb/{arn}"));
+            }
+        }
+        let ec2 = aws_sdk_ec2::Client::new(&self.prod);
+        let services = ec2
+            .describe_vpc_endpoint_service_configurations()
+            .send()
+            .await?;
+        for service in services.service_configurations() {
+            let ours = service
+                .tags()
+                .iter()
+                .any(|t| t.key() == Some(UID_TAG) && t.value() == Some(uid));
+            let state = service
+                .service_state()
+                .map(|s| s.as_str())
+                .unwrap_or_default();
+            if ours && !matches!(state, "Deleted" | "Deleting") {
+                found.push(format!(
+                    "service/{}",
+                    service.service_id().unwrap_or_default()
+                ));
+            }
+        }
+        let ec2 = aws_sdk_ec2::Client::new(&self.jump);
+        let endpoints = ec2.describe_vpc_endpoints().send().await?;
+        for endpoint in endpoints.vpc_endpoints() {
+            let ours = endpoint
+                .tags()
+                .iter()
+                .any(|t| t.key() == Some(UID_TAG) && t.value() == Some(uid));
+            let state = endpoint
+                .state()
+                .map(|s| s.as_str().to_ascii_lowercase())
+                .unwrap_or_default();
+            if ours && state != "deleted" {
+                found.push(format!(
+                    "endpoint/{}",
+                    endpoint.vpc_endpoint_id().unwrap_or_default()
+                ));
+            }
+        }
+        let zones = aws_sdk_route53::Client::new(&self.jump)
+            .list_hosted_zones()
+            .send()
+            .await?;
+        for zone in zones.hosted_zones() {
+            if zone.caller_reference().starts_with(uid) {
+                found.push(format!("zone/{}", zone.id()));
+            }
+        }
+        Ok(found)
+    }
+
+    /// The CNAME value of the host name, if there is one.
+    async fn record_value(&self, zone_id: &str) -> anyhow::Result<Option<String>> {
+        let r53 = aws_sdk_route53::Client::new(&self.jump);
+        let out = r53
+            .list_resource_record_sets()
+            .hosted_zone_id(zone_id)
+            .send()
+            .await?;
+        let record = out
+            .resource_record_sets()
+            .iter()
+            .find(|r| r.name().trim_end_matches('.') == HOST && r.r#type().as_str() == "CNAME");
+        let value = record
+            .and_then(|r| r.resource_records().first())
+            .map(|v| v.value().to_string());
+        Ok(value)
+    }
+}
+
+async fn ready_route(env: &TestEnv, timeout: Duration) -> anyhow::Result<PrivateLinkRoute> {
+    let api: Api<PrivateLinkRoute> = env.api();
+    eventually("the route to be Ready", timeout, || async {
+        let route = api.get(ROUTE).await?;
+        let ready = route
+            .status
+            .as_ref()
+            .is_some_and(|s| s.conditions.is_true("Ready"));
+        Ok(ready.then_some(route))
+    })
+    .await
+}
+
+async fn delete_route(env: &TestEnv) -> anyhow::Result<()> {
+    let api: Api<PrivateLinkRoute> = env.api();
+    api.delete(ROUTE, &DeleteParams::default()).await?;
+    eventually("the route to be gone", Duration::from_secs(90), || async {
+        Ok(api.get_opt(ROUTE).await?.is_none().then_some(()))
+    })
+    .await
+}
+
+fn uid(route: &PrivateLinkRoute) -> String {
+    route.metadata.uid.clone().unwrap_or_default()
+}
+
+async fn start(
+    test: &str,
+    policy: &str,
+    drift: &str,
+) -> anyhow::Result<(TestEnv, Fixture, Operator)> {
+    let env = TestEnv::new(test).await?;
+    let fx = Fixture::create(&env.platform.aws_endpoint).await?;
+    let mut operator = Operator::start(&env, "operator", &[])?;
+    operator.wait_ready().await?;
+    env.apply_yaml(&fx.manifests(&env, policy, drift)).await?;
+    Ok((env, fx, operator))
+}
+
+/// Apply, verify every hop through the AWS APIs of both accounts, delete, verify nothing
+/// managed remains in either account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_route_lifecycle() -> anyhow::Result<()> {
+    let (env, fx, operator) = start("route-life", "Delete", "5m").await?;
+    let route = ready_route(&env, Duration::from_secs(120))
+        .await
+        .with_context(|| operator.log_tail(40))?;
+    let status = route.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.url.as_deref(),
+        Some("https://admin.prod.example.com:10443")
+    );
+    let hops = &status.hops;
+
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&fx.prod);
+    let alb_listener = hops.alb_listener_arn.clone().context("no ALB listener")?;
+    let listeners = elb
+        .describe_listeners()
+        .listener_arns(&alb_listener)
+        .send()
+        .await?;
+    let listener = listeners
+        .listeners()
+        .first()
+        .context("ALB listener missing")?;
+    assert_eq!(listener.port(), Some(PORT));
+    assert_eq!(listener.protocol().map(|p| p.as_str()), Some("HTTPS"));
+    let certs: Vec<_> = listener
+        .certificates()
+        .iter()
+        .filter_map(|c| c.certificate_arn())
+        .collect();
+    assert_eq!(certs, vec![fx.certificate.as_str()]);
+    let nlb_listener = hops.nlb_listener_arn.clone().context("no NLB listener")?;
+    let listeners = elb
+        .describe_listeners()
+        .listener_arns(&nlb_listener)
+        .send()
+        .await?;
+    let listener = listeners
+        .listeners()
+        .first()
+        .context("NLB listener missing")?;
+    assert_eq!(listener.protocol().map(|p| p.as_str()), Some("TCP"));
+    let group = hops
+        .instance_target_group_arn
+        .clone()
+        .context("no target group")?;
+    let health = elb
+        .describe_target_health()
+        .target_group_arn(group)
+        .send()
+        .await?;
+    let mut targets: Vec<String> = health
+        .target_health_descriptions()
+        .iter()
+        .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_string))
+        .collect();
+    targets.sort();
+    let mut want = fx.instances.clone();
+    want.sort();
+    assert_eq!(targets, want);
+
+    let ec2 = aws_sdk_ec2::Client::new(&fx.prod);
+    let service = hops
+        .endpoint_service_id
+        .clone()
+        .context("no endpoint service")?;
+    let perms = ec2
+        .describe_vpc_endpoint_service_permissions()
+        .service_id(&service)
+        .send()
+        .await?;
+    let principals: Vec<_> = perms
+        .allowed_principals()
+        .iter()
+        .filter_map(|p| p.principal())
+        .collect();
+    assert_eq!(
+        principals,
+        vec![format!("arn:aws:iam::{}:root", fx.jump_account)]
+    );
+    assert_eq!(hops.endpoint_state.as_deref(), Some("available"));
+    let zone = hops.hosted_zone_id.clone().context("no hosted zone")?;
+    let value = fx.record_value(&zone).await?;
+    assert_eq!(value, hops.endpoint_dns_name.clone());
+
+    let uid = uid(&route);
+    let before = fx.managed(&uid).await?;
+    assert_eq!(before.len(), 7, "{before:?}");
+    delete_route(&env).await?;
+    let left = fx.managed(&uid).await?;
+    assert!(left.is_empty(), "left behind: {left:?}");
+    env.cleanup().await;
+    Ok(())
+}
+
+/// Delete a listener, deregister a target, change the DNS record and the endpoint service's
+/// principals by hand; each is put back within one drift check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_drift_corrected() -> anyhow::Result<()> {
+    let (env, fx, operator) = start("route-drift", "Delete", "5s").await?;
+    let route = ready_route(&env, Duration::from_secs(120))
+        .await
+        .with_context(|| operator.log_tail(40))?;
+    let hops = route.status.clone().unwrap_or_default().hops;
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&fx.prod);
+    let alb = hops.alb_arn.clone().context("no ALB")?;
+    let alb_listener = hops.alb_listener_arn.clone().context("no ALB listener")?;
+    elb.delete_listener()
+        .listener_arn(&alb_listener)
+        .send()
+        .await?;
+    let group = hops
+        .instance_target_group_arn
+        .clone()
+        .context("no target group")?;
+    let target = aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+        .id(&fx.instances[0])
+        .port(443)
+        .build();
+    elb.deregister_targets()
+        .target_group_arn(&group)
+        .targets(target)
+        .send()
+        .await?;
+    let zone = hops.hosted_zone_id.clone().context("no zone")?;
+    change_record(&fx, &zone, "elsewhere.example.com").await?;
+    let service = hops.endpoint_service_id.clone().context("no service")?;
+    let ec2 = aws_sdk_ec2::Client::new(&fx.prod);
+    let consumer_root = format!("arn:aws:iam::{}:root", fx.jump_account);
+    ec2.modify_vpc_endpoint_service_permissions()
+        .service_id(&service)
+        .remove_allowed_principals(&consumer_root)
+        .add_allowed_principals("arn:aws:iam::123456789012:root")
+        .send()
+        .await?;
+
+    let dns = hops.endpoint_dns_name.clone().context("no endpoint DNS")?;
+    eventually("every drift corrected", Duration::from_secs(60), || async {
+        let listeners = elb
+            .describe_listeners()
+            .load_balancer_arn(&alb)
+            .send()
+            .await?;
+        let listener_back = listeners.listeners().iter().any(|l| l.port() == Some(PORT));
+        let health = elb
+            .describe_target_health()
+            .target_group_arn(&group)
+            .send()
+            .await?;
+        let registered = health
+            .target_health_descriptions()
+            .iter()
+            .any(|d| d.target().and_then(|t| t.id()) == Some(fx.instances[0].as_str()));
+        let record_back = fx.record_value(&zone).await? == Some(dns.clone());
+        let perms = ec2
+            .describe_vpc_endpoint_service_permissions()
+            .service_id(&service)
+            .send()
+            .await?;
+        let principals: Vec<_> = perms
+            .allowed_principals()
+            .iter()
+            .filter_map(|p| p.principal())
+            .collect();
+        let principals_back = principals == vec![consumer_root.as_str()];
+        Ok((listener_back && registered && record_back && principals_back).then_some(()))
+    })
+    .await
+    .with_context(|| operator.log_tail(40))?;
+
+    delete_route(&env).await?;
+    env.cleanup().await;
+    Ok(())
+}
+
+async fn change_record(fx: &Fixture, zone: &str, value: &str) -> anyhow::Result<()> {
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    };
+    let record = ResourceRecordSet::builder()
+        .name(HOST)
+        .r#type(RrType::Cname)
+        .ttl(60)
+        .resource_records(ResourceRecord::builder().value(value).build()?)
+        .build()?;
+    let change = Change::builder()
+        .action(ChangeAction::Upsert)
+        .resource_record_set(record)
+        .build()?;
+    aws_sdk_route53::Client::new(&fx.jump)
+        .change_resource_record_sets()
+        .hosted_zone_id(zone)
+        .change_batch(ChangeBatch::builder().changes(change).build()?)
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// With `Retain`, everything stays in AWS after the route is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_retain_on_delete() -> anyhow::Result<()> {
+    let (env, fx, operator) = start("route-retain", "Retain", "5m").await?;
+    let route = ready_route(&env, Duration::from_secs(120))
+        .await
+        .with_context(|| operator.log_tail(40))?;
+    let uid = uid(&route);
+    let before = fx.managed(&uid).await?;
+    assert_eq!(before.len(), 7, "{before:?}");
+    delete_route(&env).await?;
+    let after = fx.managed(&uid).await?;
+    assert_eq!(after, before);
+    env.cleanup().await;
+    Ok(())
+}
