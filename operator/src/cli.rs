@@ -143,8 +143,15 @@ fn print_crds(dir: Option<&Path>) -> anyhow::Result<()> {
     let crds = crds_yaml()?;
     match dir {
         None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
             for (_, yaml) in crds {
-                print!("---\n{yaml}");
+                match write!(out, "---\n{yaml}") {
+                    Ok(()) => {}
+                    // `crds | head` closes the pipe early; that is not an error.
+                    Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    Err(err) => return Err(err.into()),
+                }
             }
         }
         Some(dir) => {
@@ -166,7 +173,19 @@ async fn kube_client(context: Option<&str>) -> anyhow::Result<Client> {
             };
             Config::from_kubeconfig(&options).await?
         }
-        None => Config::infer().await?,
+        None => {
+            if let Some(path) = std::env::var_os("KUBECONFIG") {
+                let missing = std::env::split_paths(&path).all(|p| !p.exists());
+                anyhow::ensure!(
+                    !missing,
+                    "KUBECONFIG points at {}, which does not exist",
+                    path.to_string_lossy()
+                );
+            }
+            Config::infer().await.map_err(|err| {
+                anyhow::anyhow!("no Kubernetes configuration found (set KUBECONFIG): {err}")
+            })?
+        }
     };
     let url = config.cluster_url.clone();
     let client = Client::try_from(config)?;

@@ -22,7 +22,11 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "User", type_ = "string", json_path = ".spec.user"),
     printcolumn(name = "Group", type_ = "string", json_path = ".spec.accessGroup"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.window.expiry"),
+    printcolumn(
+        name = "Expires",
+        type_ = "string",
+        json_path = ".status.window.expiry"
+    ),
     printcolumn(
         name = "Approval",
         type_ = "string",

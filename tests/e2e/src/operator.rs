@@ -15,14 +15,18 @@ pub struct Operator {
     pub metrics_port: u16,
 }
 
-/// The operator binary, built on demand when a test is run on its own.
+/// The operator binary, built on demand when a test is run on its own. Test programs live in
+/// `target/<profile>/deps/`, the demo in `target/<profile>/`; both find `target/<profile>/`.
 pub fn binary() -> crate::Result<PathBuf> {
+    if let Ok(path) = std::env::var("PRODACCESS_OPERATOR_BIN") {
+        return Ok(PathBuf::from(path));
+    }
     let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("no target dir")?;
-    let path = profile_dir.join("prodaccess-operator");
+    let mut dir = exe.parent().context("no target dir")?;
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        dir = dir.parent().context("no target dir")?;
+    }
+    let path = dir.join("prodaccess-operator");
     if !path.exists() {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args([
@@ -35,7 +39,10 @@ pub fn binary() -> crate::Result<PathBuf> {
             ])
             .status()?;
         if !status.success() || !path.exists() {
-            bail!("cannot build the operator binary at {}", path.display());
+            bail!(
+                "no operator binary at {} (cargo build ran: {status})",
+                path.display()
+            );
         }
     }
     Ok(path)
