@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use crate::aws::ErrorClass;
 use crate::controller::Context;
 use crate::crd::{
-    ConditionExt, DeletionPolicy, PrivateLinkRoute, PrivateLinkRouteStatus, FINALIZER,
+    AwsAccount, ConditionExt, DeletionPolicy, PrivateLinkRoute, PrivateLinkRouteStatus, FINALIZER,
     PAUSED_ANNOTATION,
 };
 use act::{Executor, Outcome, Refs};
@@ -216,7 +216,7 @@ async fn report(
             .as_ref()
             .is_none_or(|s| s.hops.alb_arn.is_none());
         let reason = if fresh { "Created" } else { "DriftCorrected" };
-        let note = outcome.done.join("; ");
+        let note = truncate(outcome.done.join("; "));
         tracing::info!(route = %route.name_any(), reason, changes = %note, "Route changed in AWS");
         ctx.event(route, EventType::Normal, reason, "Reconcile", note)
             .await;
@@ -247,7 +247,7 @@ async fn report(
             EventType::Warning,
             &reason,
             "Reconcile",
-            note.unwrap_or_default(),
+            truncate(note.unwrap_or_default()),
         )
         .await;
     }
@@ -323,7 +323,7 @@ async fn cleanup(route: Arc<PrivateLinkRoute>, ctx: Arc<Context>) -> Result<Acti
         .run(&actions)
         .await?;
     if !outcome.done.is_empty() {
-        let note = outcome.done.join("; ");
+        let note = truncate(outcome.done.join("; "));
         ctx.event(route.as_ref(), EventType::Normal, "Deleted", "Delete", note)
             .await;
     }
@@ -357,7 +357,7 @@ pub fn error_policy(route: Arc<PrivateLinkRoute>, err: &Error, ctx: Arc<Context>
     ctx.metrics.reconcile_errors.get_or_create(&labels).inc();
     tracing::warn!(route = %route.name_any(), error = %error_chain(err), category = class.as_str(),
         "Reconcile failed");
-    let note = error_chain(err);
+    let note = truncate(error_chain(err));
     tokio::spawn(async move {
         ctx.event(
             route.as_ref(),
@@ -381,6 +381,19 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+/// Event notes are limited to 1024 bytes; the start of an error chain says the most.
+fn truncate(mut note: String) -> String {
+    if note.len() > 1000 {
+        let mut end = 1000;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push('…');
+    }
+    note
 }
 
 /// Requeue delay for a failure class, jittered so that many routes do not retry at once.
@@ -415,7 +428,21 @@ pub async fn run(ctx: Arc<Context>, api: Api<PrivateLinkRoute>, config: watcher:
         .reflect(writer)
         .applied_objects()
         .predicate_filter(trigger_hash, PredicateConfig::default());
+    let routes = reader.clone();
+    let accounts: Api<AwsAccount> = Api::all(ctx.client.clone());
     Controller::for_stream(stream, reader)
+        .watches(accounts, watcher::Config::default(), move |account| {
+            // An account that becomes ready (or changes) re-checks the routes that use it.
+            let name = account.name_any();
+            let uses = |r: &PrivateLinkRoute| {
+                r.spec.provider.account_ref == name || r.spec.consumer.account_ref == name
+            };
+            let state = routes.state();
+            let users = state.iter().filter(|r| uses(r));
+            users
+                .map(|r| reflector::ObjectRef::from_obj(r.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

@@ -555,7 +555,7 @@ fn hop_states(
                     hop,
                     ready: true,
                     reason: "Ready".into(),
-                    message: String::new(),
+                    message: format!("{} is in place", hop.condition().trim_end_matches("Ready")),
                 },
             }
         })
