@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::aws::ClientFactory;
+use crate::aws::{BudgetConfig, ClientFactory};
 use crate::controller::{self, Context, Settings};
 use crate::crd::{self, AccessGroup, AwsAccount, PrivateLinkRoute, ProductionAccessGrant};
 use crate::health::{self, Readiness};
@@ -103,7 +103,11 @@ pub struct RunArgs {
     /// Only reconcile grants and routes in these namespaces (comma-separated; default all).
     #[arg(long, env = "PRODACCESS_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
-    /// Only reconcile grants and routes matching this label selector.
+    /// AWS request budget overrides, like `iam:write=20/40,ec2:read=50` (rate a second and
+    /// optional burst per service and read or write); AWS's published limits otherwise.
+    #[arg(long, env = "PRODACCESS_AWS_BUDGET", default_value = "")]
+    pub aws_budget: String,
+    /// Only reconcile objects matching this label selector (all four kinds).
     #[arg(long, env = "PRODACCESS_SELECTOR")]
     pub selector: Option<String>,
 }
@@ -242,7 +246,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube_client(args.context.as_deref()).await?;
     check_crds(&client).await?;
     let metrics = Metrics::new();
-    let aws = Arc::new(ClientFactory::from_env(metrics.clone()).await);
+    let budget = BudgetConfig::default()
+        .with_overrides(&args.aws_budget)
+        .map_err(|err| anyhow::anyhow!("--aws-budget: {err}"))?;
+    let aws = Arc::new(ClientFactory::from_env(metrics.clone(), budget).await);
     aws.check_credentials().await?;
     let ready = Readiness::default();
     let bound = health::serve(args.metrics_addr, metrics.clone(), ready.clone())

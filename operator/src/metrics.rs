@@ -31,6 +31,12 @@ pub struct AwsCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    pub service: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: &'static str,
 }
@@ -46,6 +52,8 @@ pub struct Metrics {
     pub revoke_lag: Histogram,
     pub routes_ready: Gauge,
     pub leader: Gauge,
+    pub budget_calls: Family<BudgetLabels, Counter>,
+    pub budget_wait: Family<BudgetLabels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -93,6 +101,20 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let budget_calls = Family::<BudgetLabels, Counter>::default();
+        registry.register(
+            "aws_budget_requests",
+            "AWS requests that passed the request budget, by service and read or write",
+            budget_calls.clone(),
+        );
+        let budget_wait = Family::<BudgetLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.01, 2.0, 12))
+        });
+        registry.register(
+            "aws_budget_wait_seconds",
+            "Time AWS requests waited for the request budget",
+            budget_wait.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -103,6 +125,8 @@ impl Default for Metrics {
             revoke_lag,
             routes_ready,
             leader,
+            budget_calls,
+            budget_wait,
         }
     }
 }

@@ -7,9 +7,11 @@
 //! and a session name that says which operator acted; the SDK's identity cache refreshes those
 //! credentials before they expire. Clients are cached per account settings and reused.
 
+mod budget;
 mod calls;
 mod error;
 
+pub use budget::{BudgetConfig, CallKind, RequestBudget};
 pub use calls::CallRecorder;
 pub use error::{
     classify, classify_code, error_code, error_message, is_not_found_code, ErrorClass,
@@ -63,6 +65,7 @@ struct AccountKey {
 pub struct ClientFactory {
     base: SdkConfig,
     recorder: CallRecorder,
+    budget: Arc<RequestBudget>,
     cache: Mutex<HashMap<AccountKey, Arc<AwsClients>>>,
 }
 
@@ -70,7 +73,7 @@ impl ClientFactory {
     /// Loads the base config from the standard chain. Retries are the SDK's standard mode with
     /// a bounded attempt timeout, so a hung endpoint surfaces as a connectivity error instead of
     /// stalling a reconcile.
-    pub async fn from_env(metrics: Arc<Metrics>) -> Self {
+    pub async fn from_env(metrics: Arc<Metrics>, budget: BudgetConfig) -> Self {
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(3))
             .operation_attempt_timeout(Duration::from_secs(10))
@@ -83,6 +86,7 @@ impl ClientFactory {
             .await;
         Self {
             base,
+            budget: RequestBudget::new(budget, metrics.clone()),
             recorder: CallRecorder::new(metrics),
             cache: Mutex::new(HashMap::new()),
         }
@@ -126,6 +130,18 @@ impl ClientFactory {
     async fn build(&self, key: &AccountKey) -> AwsClients {
         let region = Region::new(key.region.clone());
         let mut config = self.base.to_builder().region(region.clone());
+        if let Some(inner) = self.base.http_client() {
+            // Budgets are per account: the role's account, or the operator's own identity.
+            let account = key
+                .role_arn
+                .as_deref()
+                .and_then(|arn| arn.split(':').nth(4));
+            config = config.http_client(budget::BudgetedHttpClient {
+                inner,
+                budget: self.budget.clone(),
+                account: Arc::from(account.unwrap_or("default")),
+            });
+        }
         if let Some(role_arn) = &key.role_arn {
             let mut provider = AssumeRoleProvider::builder(role_arn)
                 .session_name(&key.session_name)
