@@ -1,6 +1,7 @@
-//! `kubectl prodaccess`: the command line for people who need access (being built).
+//! `kubectl prodaccess`: the command line for people who need production access. Everything
+//! lives in [`prodaccess::plugin`].
 
-fn main() -> std::process::ExitCode {
-    eprintln!("error: kubectl-prodaccess is not implemented yet");
-    std::process::ExitCode::FAILURE
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    prodaccess::plugin::main().await
 }
