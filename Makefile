@@ -23,11 +23,12 @@ CHART_CRDS := charts/prodaccess-operator/crds
 CRDS_GEN = $(CARGO) run -q -p prodaccess-operator --bin prodaccess-operator -- crds --dir
 
 .PHONY: help platform platform-up platform-down platform-status fmt-check fmt clippy unit \
-        crds crds-check emulator-test e2e chart-test test demo bench
+        crds crds-check emulator-test e2e chart-test argocd-test test demo bench
 
 help:
 	@echo "targets: test demo bench platform platform-up platform-down platform-status"
 	@echo "         fmt fmt-check clippy unit crds crds-check emulator-test e2e chart-test"
+	@echo "         argocd-test"
 
 ## ---------------------------------------------------------------- local test platform
 platform:
@@ -86,6 +87,10 @@ e2e: platform-up
 chart-test: platform-up
 	@if [ -x tests/chart/test.sh ] || [ -f tests/chart/test.sh ]; then \
 	    $(WITH_ENV) bash tests/chart/test.sh; else echo "chart-test: no tests/chart/test.sh, skipped"; fi
+
+# Argo CD Lua health checks (docs/argocd/) against their samples; needs no platform
+argocd-test:
+	bash tests/chart/argocd_health_test.sh
 
 ## ---------------------------------------------------------------- aggregates
 test:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as `make test` and CI run it:
 #   platform install + up, fmt-check, clippy, unit, crds-check, emulator-test, e2e,
-#   chart-test, then platform down (always, also on failure or interrupt).
+#   chart-test, argocd-test, then platform down (always, also on failure or interrupt).
 # Every step runs even when an earlier one failed (except those that need the platform
 # when it could not start); the exit code is non-zero when any step failed.
 #
@@ -13,7 +13,7 @@ REPO="$(cd "$HERE/../.." && pwd)"
 cd "$REPO"
 MAKE="${MAKE:-make}"
 
-STEPS=(${PRODACCESS_TEST_STEPS:-fmt-check clippy unit crds-check emulator-test e2e chart-test})
+STEPS=(${PRODACCESS_TEST_STEPS:-fmt-check clippy unit crds-check emulator-test e2e chart-test argocd-test})
 NEEDS_PLATFORM="emulator-test e2e chart-test"
 
 RESULTS=()
