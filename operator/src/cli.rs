@@ -224,14 +224,15 @@ pub async fn check_crds(client: &Client) -> anyhow::Result<()> {
     probe::<PrivateLinkRoute>(client).await
 }
 
-/// Starts a reflector for `api` and returns its store.
-fn reflect<K>(api: Api<K>) -> Store<K>
+/// Starts a reflector for `api` and returns its store. The selector scoping the instance
+/// applies here too, so a scoped instance caches only its own objects.
+fn reflect<K>(api: Api<K>, config: &watcher::Config) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
     K: Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+    let stream = reflector::reflector(writer, watcher(api, config.clone()))
         .default_backoff()
         .touched_objects();
     tokio::spawn(async move {
@@ -257,9 +258,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", args.metrics_addr))?;
     tracing::info!(metrics = %bound, "Serving metrics and health");
 
-    let accounts = reflect(Api::<AwsAccount>::all(client.clone()));
-    let groups = reflect(Api::<AccessGroup>::all(client.clone()));
-    let grants = reflect(Api::<ProductionAccessGrant>::all(client.clone()));
+    let scope = watch_config(&args);
+    let accounts = reflect(Api::<AwsAccount>::all(client.clone()), &scope);
+    let groups = reflect(Api::<AccessGroup>::all(client.clone()), &scope);
+    let grants = reflect(Api::<ProductionAccessGrant>::all(client.clone()), &scope);
     for ready in [
         accounts.wait_until_ready().await,
         groups.wait_until_ready().await,
@@ -324,11 +326,15 @@ async fn elect(args: &RunArgs, client: &Client, metrics: &Arc<Metrics>) {
     });
 }
 
-async fn run_controllers(ctx: Arc<Context>, args: &RunArgs) {
-    let mut config = watcher::Config::default();
-    if let Some(selector) = &args.selector {
-        config = config.labels(selector);
+fn watch_config(args: &RunArgs) -> watcher::Config {
+    match &args.selector {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
     }
+}
+
+async fn run_controllers(ctx: Arc<Context>, args: &RunArgs) {
+    let config = watch_config(args);
     let mut tasks = vec![
         tokio::spawn(controller::account::run(
             ctx.clone(),

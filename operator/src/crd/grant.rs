@@ -64,10 +64,18 @@ pub struct ProductionAccessGrantSpec {
     )]
     pub duration: Option<String>,
 
-    /// Earliest moment access may start (RFC 3339). Access starts at the later of this, the
-    /// approval and the change request's scheduled time.
+    /// Earliest moment access may start, in RFC 3339 (`2026-12-24T09:00:00Z`). Access starts
+    /// at the later of this, the approval and the change request's scheduled time.
+    // A string, not a `Time`: one object whose date the client library cannot represent would
+    // otherwise fail every list of grants and stop the whole operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<Time>,
+    #[schemars(
+        length(max = 40),
+        regex(
+            pattern = r"^[12][0-9]{3}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9](\.[0-9]{1,9})?(Z|[+-][0-2][0-9]:[0-5][0-9])$"
+        )
+    )]
+    pub not_before: Option<String>,
 
     /// Why access is needed. Recorded in the change request the operator opens, the audit log
     /// and Events.

@@ -166,3 +166,68 @@ pub async fn grant_lifecycle(
         revoke_lag,
     })
 }
+
+/// Name of the seed route.
+pub const ROUTE: &str = "admin-console";
+
+/// Applies the seed route and waits until every hop is ready; checks the endpoint and the DNS
+/// record through the Jump account's APIs. Returns the route's URL.
+pub async fn route_ready(
+    env: &TestEnv,
+    fx: &Fixtures,
+    say: &dyn Fn(&str),
+) -> crate::Result<String> {
+    use prodaccess::crd::{ConditionExt, PrivateLinkRoute};
+    let vars = fx.variables(&env.namespace, &format!("-{}", env.id), "1h");
+    env.apply_yaml(&seed::manifests(&env.platform.repo, &vars, &["01", "04"])?)
+        .await?;
+    let api: Api<PrivateLinkRoute> = env.api();
+    let route = eventually("the route Ready", Duration::from_secs(120), || async {
+        let route = api.get(ROUTE).await?;
+        let ready = route
+            .status
+            .as_ref()
+            .is_some_and(|s| s.conditions.as_slice().is_true("Ready"));
+        Ok(ready.then_some(route))
+    })
+    .await?;
+    let status = route.status.unwrap_or_default();
+    let url = status.url.clone().context("a Ready route has a URL")?;
+    ensure!(
+        url == format!("https://{}:10443", seed::HOST),
+        "url is {url}"
+    );
+    let endpoint = status
+        .hops
+        .endpoint_id
+        .clone()
+        .context("no endpoint in status")?;
+    let ec2 = aws_sdk_ec2::Client::new(&fx.jump);
+    let out = ec2
+        .describe_vpc_endpoints()
+        .vpc_endpoint_ids(&endpoint)
+        .send()
+        .await?;
+    let state = out
+        .vpc_endpoints()
+        .first()
+        .and_then(|e| e.state())
+        .map(|s| s.as_str().to_string());
+    ensure!(
+        state
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("available")),
+        "endpoint is {state:?}"
+    );
+    say(&format!(
+        "Route {ROUTE} is Ready: {url}\n    NLB {} -> ALB {} (certificate {})\n    \
+         endpoint service {} <- endpoint {endpoint} ({}), record {}",
+        status.hops.nlb_arn.as_deref().unwrap_or("?"),
+        status.hops.alb_arn.as_deref().unwrap_or("?"),
+        status.hops.certificate_status.as_deref().unwrap_or("?"),
+        status.hops.endpoint_service_name.as_deref().unwrap_or("?"),
+        state.unwrap_or_default(),
+        status.hops.record.as_deref().unwrap_or("?"),
+    ));
+    Ok(url)
+}

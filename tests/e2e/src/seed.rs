@@ -7,6 +7,54 @@ use aws_config::SdkConfig;
 use std::collections::BTreeMap;
 
 use crate::aws::{self, Person};
+use crate::network;
+
+/// Production host name of the seed route.
+pub const HOST: &str = "admin.prod.example.com";
+
+/// The network of both accounts before prodaccess.
+pub struct Network {
+    pub prod_vpc: String,
+    pub prod_subnets: Vec<String>,
+    pub prod_sg: String,
+    pub instances: Vec<String>,
+    pub certificate: String,
+    pub jump_vpc: String,
+    pub jump_subnet: String,
+    pub jump_sg: String,
+}
+
+impl Network {
+    pub async fn create(jump: &SdkConfig, prod: &SdkConfig) -> crate::Result<Network> {
+        let ec2 = aws_sdk_ec2::Client::new(prod);
+        let prod_vpc = network::vpc(&ec2, "10.1.0.0/16").await?;
+        let prod_subnets = vec![
+            network::subnet(&ec2, &prod_vpc, "10.1.1.0/24", "ap-northeast-1a").await?,
+            network::subnet(&ec2, &prod_vpc, "10.1.2.0/24", "ap-northeast-1c").await?,
+        ];
+        let prod_sg = network::security_group(&ec2, &prod_vpc, "admin-console-alb").await?;
+        let instances = vec![
+            network::instance(&ec2, &prod_subnets[0], "production-web-1").await?,
+            network::instance(&ec2, &prod_subnets[1], "production-web-2").await?,
+        ];
+        let certificate = network::certificate(prod, HOST).await?;
+        let ec2 = aws_sdk_ec2::Client::new(jump);
+        let jump_vpc = network::vpc(&ec2, "10.2.0.0/16").await?;
+        let jump_subnet =
+            network::subnet(&ec2, &jump_vpc, "10.2.1.0/24", "ap-northeast-1a").await?;
+        let jump_sg = network::security_group(&ec2, &jump_vpc, "admin-console-endpoint").await?;
+        Ok(Network {
+            prod_vpc,
+            prod_subnets,
+            prod_sg,
+            instances,
+            certificate,
+            jump_vpc,
+            jump_subnet,
+            jump_sg,
+        })
+    }
+}
 
 /// AWS state the scenario starts from.
 pub struct Fixtures {
@@ -16,6 +64,9 @@ pub struct Fixtures {
     pub jump: SdkConfig,
     pub prod: SdkConfig,
     pub jump_host: String,
+    /// The network both accounts start with (VPCs, subnets, security groups, the production
+    /// instances and the ACM certificate).
+    pub net: Network,
     /// The engineer who needs production access.
     pub alice: Person,
     /// The change approver.
@@ -31,7 +82,9 @@ impl Fixtures {
         let prod_account = crate::TestEnv::account_id();
         let jump = aws::admin(endpoint, &jump_account).await?;
         let prod = aws::admin(endpoint, &prod_account).await?;
-        let jump_host = run_instance(&jump, "windows-jump-host").await?;
+        let net = Network::create(&jump, &prod).await?;
+        let ec2 = aws_sdk_ec2::Client::new(&jump);
+        let jump_host = network::instance(&ec2, &net.jump_subnet, "windows-jump-host").await?;
         let alice = aws::create_person(&jump, "alice").await?;
         let carol = aws::create_person(&jump, "carol").await?;
         let approver_policy = serde_json::json!({
@@ -59,6 +112,7 @@ impl Fixtures {
             jump,
             prod,
             jump_host,
+            net,
             alice,
             carol,
         })
@@ -78,6 +132,14 @@ impl Fixtures {
         vars.insert("NAMESPACE".into(), namespace.to_string());
         vars.insert("SUFFIX".into(), suffix.to_string());
         vars.insert("GRANT_DURATION".into(), duration.to_string());
+        vars.insert("PROD_VPC_ID".into(), self.net.prod_vpc.clone());
+        vars.insert("PROD_SUBNET_IDS".into(), self.net.prod_subnets.join(", "));
+        vars.insert("PROD_ALB_SG_ID".into(), self.net.prod_sg.clone());
+        vars.insert("CERTIFICATE_ARN".into(), self.net.certificate.clone());
+        vars.insert("PROD_INSTANCE_IDS".into(), self.net.instances.join(", "));
+        vars.insert("JUMP_VPC_ID".into(), self.net.jump_vpc.clone());
+        vars.insert("JUMP_SUBNET_ID".into(), self.net.jump_subnet.clone());
+        vars.insert("JUMP_ENDPOINT_SG_ID".into(), self.net.jump_sg.clone());
         vars
     }
 
@@ -161,40 +223,6 @@ pub async fn enable_enforcement(endpoint: &str) -> crate::Result<()> {
     let (code, body) = crate::operator::http("POST", &url, r#"{"enabled": true}"#).await?;
     anyhow::ensure!(code == 200, "enabling enforcement failed: {code} {body}");
     Ok(())
-}
-
-async fn run_instance(config: &SdkConfig, name: &str) -> crate::Result<String> {
-    let ec2 = aws_sdk_ec2::Client::new(config);
-    let images = ec2.describe_images().owners("amazon").send().await?;
-    let image = images
-        .images()
-        .first()
-        .and_then(|i| i.image_id())
-        .context("no AMI")?
-        .to_string();
-    let tag = aws_sdk_ec2::types::Tag::builder()
-        .key("Name")
-        .value(name)
-        .build();
-    let spec = aws_sdk_ec2::types::TagSpecification::builder()
-        .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-        .tags(tag)
-        .build();
-    let out = ec2
-        .run_instances()
-        .image_id(image)
-        .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
-        .min_count(1)
-        .max_count(1)
-        .tag_specifications(spec)
-        .send()
-        .await?;
-    let id = out
-        .instances()
-        .first()
-        .and_then(|i| i.instance_id())
-        .context("no instance")?;
-    Ok(id.to_string())
 }
 
 async fn create_change_template(config: &SdkConfig, approver: &str) -> crate::Result<()> {

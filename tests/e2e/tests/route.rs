@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use aws_config::SdkConfig;
 use kube::api::{Api, DeleteParams};
 use prodaccess::crd::{ConditionExt, PrivateLinkRoute};
+use prodaccess_e2e::network::{certificate, instance, security_group, subnet, vpc};
 use prodaccess_e2e::platform::eventually;
 use prodaccess_e2e::{aws, Operator, TestEnv};
 use std::time::Duration;
@@ -35,119 +36,6 @@ struct Fixture {
     jump_sg: String,
 }
 
-async fn vpc(ec2: &aws_sdk_ec2::Client, cidr: &str) -> anyhow::Result<String> {
-    let out = ec2
-        .create_vpc()
-        .cidr_block(cidr)
-        .send()
-        .await
-        .context("create VPC")?;
-    Ok(out
-        .vpc()
-        .and_then(|v| v.vpc_id())
-        .context("no VPC id")?
-        .to_string())
-}
-
-async fn subnet(
-    ec2: &aws_sdk_ec2::Client,
-    vpc: &str,
-    cidr: &str,
-    zone: &str,
-) -> anyhow::Result<String> {
-    let out = ec2
-        .create_subnet()
-        .vpc_id(vpc)
-        .cidr_block(cidr)
-        .availability_zone(zone)
-        .send()
-        .await
-        .context("create subnet")?;
-    Ok(out
-        .subnet()
-        .and_then(|s| s.subnet_id())
-        .context("no subnet id")?
-        .to_string())
-}
-
-async fn security_group(
-    ec2: &aws_sdk_ec2::Client,
-    vpc: &str,
-    name: &str,
-) -> anyhow::Result<String> {
-    let out = ec2
-        .create_security_group()
-        .group_name(name)
-        .description(name)
-        .vpc_id(vpc)
-        .send()
-        .await
-        .context("create security group")?;
-    Ok(out.group_id().context("no group id")?.to_string())
-}
-
-async fn instance(ec2: &aws_sdk_ec2::Client, subnet: &str) -> anyhow::Result<String> {
-    let images = ec2.describe_images().owners("amazon").send().await?;
-    let image = images
-        .images()
-        .first()
-        .and_then(|i| i.image_id())
-        .context("no AMI")?;
-    let out = ec2
-        .run_instances()
-        .image_id(image)
-        .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
-        .subnet_id(subnet)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .context("run instance")?;
-    Ok(out
-        .instances()
-        .first()
-        .and_then(|i| i.instance_id())
-        .context("no instance")?
-        .to_string())
-}
-
-/// Imports a fresh self-signed certificate for the host name: imported certificates are
-/// `ISSUED` at once.
-async fn certificate(config: &SdkConfig) -> anyhow::Result<String> {
-    let dir = std::env::temp_dir().join(format!("prodaccess-cert-{}", rand::random::<u32>()));
-    std::fs::create_dir_all(&dir)?;
-    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-        ])
-        .args(["-subj", &format!("/CN={HOST}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .context("run openssl")?;
-    anyhow::ensure!(status.success(), "openssl could not make a certificate");
-    let blob = |path: &std::path::Path| -> anyhow::Result<aws_sdk_acm::primitives::Blob> {
-        Ok(aws_sdk_acm::primitives::Blob::new(std::fs::read(path)?))
-    };
-    let out = aws_sdk_acm::Client::new(config)
-        .import_certificate()
-        .certificate(blob(&cert)?)
-        .private_key(blob(&key)?)
-        .send()
-        .await
-        .context("import certificate")?;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(out
-        .certificate_arn()
-        .context("no certificate ARN")?
-        .to_string())
-}
-
 impl Fixture {
     async fn create(endpoint: &str) -> anyhow::Result<Fixture> {
         let prod_account = TestEnv::account_id();
@@ -162,10 +50,10 @@ impl Fixture {
         ];
         let prod_sg = security_group(&ec2, &prod_vpc, "alb").await?;
         let instances = vec![
-            instance(&ec2, &prod_subnets[0]).await?,
-            instance(&ec2, &prod_subnets[1]).await?,
+            instance(&ec2, &prod_subnets[0], "production-web-1").await?,
+            instance(&ec2, &prod_subnets[1], "production-web-2").await?,
         ];
-        let certificate = certificate(&prod).await?;
+        let certificate = certificate(&prod, HOST).await?;
         let ec2 = aws_sdk_ec2::Client::new(&jump);
         let jump_vpc = vpc(&ec2, "10.2.0.0/16").await?;
         let jump_subnet = subnet(&ec2, &jump_vpc, "10.2.1.0/24", "ap-northeast-1a").await?;

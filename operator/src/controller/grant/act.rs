@@ -220,7 +220,11 @@ async fn open_change_request(
     duration: std::time::Duration,
 ) -> Result<String, ActError> {
     let now = Timestamp::now();
-    let start = spec.not_before.as_ref().map_or(now, |t| t.0.max(now));
+    let not_before = spec
+        .not_before
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    let start = not_before.map_or(now, |t| t.max(now));
     let end = start + jiff::SignedDuration::from_secs(duration.as_secs() as i64);
     let fmt = |t: Timestamp| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let name = format!(

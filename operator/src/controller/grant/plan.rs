@@ -195,18 +195,18 @@ impl<'a> Planner<'a> {
         self.follow_window(spec, &terms, window, poll);
     }
 
-    /// A final phase never grants again; nothing to do unless the status needs refreshing.
+    /// A final phase never grants again. Its conditions keep the reason it ended with (a
+    /// Denied grant stays Ready=False with, say, `SelfApproval`); only the generation they
+    /// describe moves on.
     fn stay_terminal(&mut self) {
-        let reason = self.status.phase.as_str();
-        set_condition(
-            &mut self.status.conditions,
-            "Ready",
-            Cs::True,
-            reason,
-            "The grant is finished.",
-            self.facts.generation,
-            self.facts.now,
-        );
+        for condition in &mut self.status.conditions {
+            condition.observed_generation = self.facts.generation;
+        }
+        if self.status.conditions.iter().all(|c| c.type_ != "Ready") {
+            let phase = self.status.phase;
+            let ready = Cs::from_bool(phase != GrantPhase::Denied);
+            self.condition("Ready", ready, phase.as_str(), "The grant is finished.");
+        }
     }
 
     fn duration(
@@ -513,8 +513,13 @@ impl<'a> Planner<'a> {
             _ => None,
         };
         let mut start = approved_at;
-        if let Some(not_before) = &spec.not_before {
-            start = start.max(not_before.0);
+        match spec.not_before.as_deref().map(str::parse::<Timestamp>) {
+            None => {}
+            Some(Ok(not_before)) => start = start.max(not_before),
+            Some(Err(err)) => {
+                self.fail("InvalidNotBefore", format!("spec.notBefore: {err}."));
+                return None;
+            }
         }
         if let Some(scheduled) = record.and_then(|r| r.scheduled_start) {
             start = start.max(scheduled);

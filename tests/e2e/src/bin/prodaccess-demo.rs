@@ -6,7 +6,7 @@
 //! resources with their printer columns and the matching state in AWS. Exit 0 means the
 //! scenario reached every expected state.
 
-use prodaccess_e2e::scenario::{grant_lifecycle, GROUP};
+use prodaccess_e2e::scenario::{grant_lifecycle, route_ready, GROUP};
 use prodaccess_e2e::seed::{self, Fixtures};
 use prodaccess_e2e::{Operator, TestEnv};
 use std::process::ExitCode;
@@ -52,13 +52,15 @@ async fn demo() -> anyhow::Result<()> {
         println!("==> {text}");
         kubectl_get(&env);
     };
+    let url = route_ready(&env, &fx, &say).await?;
     let outcome = grant_lifecycle(&env, &fx, "30s", &say).await?;
     println!(
         "==> IAM group {GROUP} members now: {:?}",
         fx.group_members(GROUP).await?
     );
     println!(
-        "==> Done: change request {}, session {}, revocation {:.3}s after expiry.",
+        "==> Done: {url} reachable from the jump host; change request {}, session {}, \
+         revocation {:.3}s after expiry.",
         outcome.change_request, outcome.session, outcome.revoke_lag
     );
     Ok(())

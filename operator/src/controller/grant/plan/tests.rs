@@ -297,7 +297,7 @@ fn window_starts_at_latest_of_approval_not_before_and_schedule_and_ends_by_sched
     rec.scheduled_start = Some(t(100));
     rec.scheduled_end = Some(t(1000));
     let mut s = spec();
-    s.not_before = Some(Time(t(50)));
+    s.not_before = Some(t(50).to_string());
     let plan = run(
         &s,
         &Default::default(),
@@ -482,4 +482,24 @@ fn ineligible_active_grant_is_revoked() {
     let plan = run(&spec(), &active.status, &f);
     assert_eq!(plan.status.phase, GrantPhase::Revoked);
     assert!(plan.actions.contains(&GrantAction::RemoveFromGroup));
+}
+
+#[test]
+fn a_final_grant_keeps_the_reason_it_ended_with() {
+    let mut by_requester = record(ApprovalState::Approved);
+    by_requester.approvers = vec![BOB.into()];
+    let denied = run(
+        &spec(),
+        &Default::default(),
+        &facts(0, ApprovalFacts::Found(by_requester.clone())),
+    );
+    let mut later = facts(30, ApprovalFacts::Found(by_requester));
+    later.generation = Some(2);
+    let again = run(&spec(), &denied.status, &later);
+    assert_eq!(again.status.phase, GrantPhase::Denied);
+    assert_eq!(reason(&again, "Ready"), "SelfApproval");
+    let ready = again.status.conditions.iter().find(|c| c.type_ == "Ready");
+    assert_eq!(ready.map(|c| c.status.as_str()), Some("False"));
+    assert_eq!(ready.and_then(|c| c.observed_generation), Some(2));
+    assert!(again.actions.is_empty());
 }
