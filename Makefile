@@ -81,7 +81,9 @@ emulator-test:
 	rc=0; PYTHONPATH=$(CURDIR)/tests/emulator $(WITH_ENV) bash -c '"$$PRODACCESS_PYTHON" -m pytest -q -p no:cacheprovider tests/emulator/tests' || rc=$$?; \
 	if [ $$rc = 5 ]; then echo "emulator-test: no tests collected"; rc=0; fi; exit $$rc
 
+# The tests run the operator and plugin binaries; cargo test does not rebuild those.
 e2e: platform-up
+	$(CARGO) build --workspace --bins
 	$(WITH_ENV) $(CARGO) test --workspace --test '*' -- --test-threads=2
 
 chart-test: platform-up
