@@ -59,7 +59,7 @@ async fn demo() -> anyhow::Result<()> {
         fx.group_members(GROUP).await?
     );
     println!(
-        "==> Done: {url} reachable from the jump host; change request {}, session {}, \
+        "==> Done: route {url} ready; change request {}, session {}, \
          revocation {:.3}s after expiry.",
         outcome.change_request, outcome.session, outcome.revoke_lag
     );
