@@ -295,6 +295,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         groups,
         grants,
         ledger_lock: tokio::sync::Mutex::new(()),
+        shared: Default::default(),
     });
     tokio::spawn(phase_gauges(ctx.clone()));
     run_controllers(ctx, &args).await;
@@ -335,15 +336,11 @@ fn watch_config(args: &RunArgs) -> watcher::Config {
 
 async fn run_controllers(ctx: Arc<Context>, args: &RunArgs) {
     let config = watch_config(args);
+    // The selector scopes every kind: an instance reconciling groups and accounts outside its
+    // scope would judge them against caches that hold only its own objects.
     let mut tasks = vec![
-        tokio::spawn(controller::account::run(
-            ctx.clone(),
-            watcher::Config::default(),
-        )),
-        tokio::spawn(controller::group::run(
-            ctx.clone(),
-            watcher::Config::default(),
-        )),
+        tokio::spawn(controller::account::run(ctx.clone(), config.clone())),
+        tokio::spawn(controller::group::run(ctx.clone(), config.clone())),
     ];
     let scopes: Vec<Option<&String>> = if args.namespaces.is_empty() {
         vec![None]

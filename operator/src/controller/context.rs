@@ -1,6 +1,10 @@
 //! What every reconcile gets: the Kubernetes client, the AWS client factory, metrics, the Event
 //! recorder, the caches of the admin-owned kinds, and the operator's settings.
 
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as KubeEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
@@ -54,6 +58,8 @@ pub struct Context {
     /// Serialises claims on the approval ledger kept in `AccessGroup` status, so two grants
     /// naming the same approval cannot both win it.
     pub ledger_lock: tokio::sync::Mutex<()>,
+    /// Membership and withdrawn approvals, read once per period per group or account.
+    pub shared: super::shared::SharedObservations,
 }
 
 impl Context {
@@ -76,9 +82,48 @@ impl Context {
             action: action.to_string(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        let reference = obj.object_ref(&());
+        let published = match reference.namespace {
+            Some(_) => self.recorder.publish(&event, &reference).await,
+            None => self.publish_cluster_scoped(&event, reference).await,
+        };
+        if let Err(err) = published {
             tracing::warn!(object = %obj.name_any(), error = %err, "Failed to publish event");
         }
+    }
+
+    /// Files an Event about a cluster-scoped object in `kube-system`. kube's recorder files
+    /// them in `default`, which API servers before 1.20.12, 1.21.6 and 1.22.3 refuse for
+    /// events.k8s.io/v1 Events; `kube-system` is accepted by every version.
+    async fn publish_cluster_scoped(
+        &self,
+        event: &Event,
+        regarding: ObjectReference,
+    ) -> kube::Result<()> {
+        let now = jiff::Timestamp::now();
+        let object = regarding.name.clone().unwrap_or_default();
+        let reporter = self.settings.reporter.clone();
+        let instance = std::env::var("POD_NAME").unwrap_or_else(|_| reporter.clone());
+        let body = KubeEvent {
+            metadata: ObjectMeta {
+                name: Some(format!("{object}.{:x}", now.as_nanosecond())),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(now)),
+            action: Some(event.action.clone()),
+            reason: Some(event.reason.clone()),
+            note: event.note.clone(),
+            regarding: Some(regarding),
+            reporting_controller: Some(reporter),
+            reporting_instance: Some(instance),
+            type_: Some(match event.type_ {
+                EventType::Normal => "Normal".to_string(),
+                EventType::Warning => "Warning".to_string(),
+            }),
+            ..Default::default()
+        };
+        let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), "kube-system");
+        api.create(&PostParams::default(), &body).await.map(|_| ())
     }
 
     /// The Event recorder for a reporter name.

@@ -18,9 +18,12 @@ use crate::aws::{classify, error_message, AwsClients, ErrorClass};
 use crate::controller::grant::retry_after;
 use crate::controller::Context;
 use crate::crd::{
-    parse_duration, set_condition, AccessGroup, AccessGroupStatus, AwsAccount, ConditionExt,
-    ConditionStatus as Cs, GrantPhase, SessionPolicy,
+    parse_duration, partition_of_region, set_condition, AccessGroup, AccessGroupStatus, AwsAccount,
+    ConditionExt, ConditionStatus as Cs, GrantPhase, SessionPolicy,
 };
+
+/// IAM's limit on the inline policies of one group, in characters without whitespace.
+pub const GROUP_POLICY_LIMIT: usize = 5120;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -76,18 +79,64 @@ impl Error {
     }
 }
 
+/// Checks what the schema cannot say about the session policy: jump host tags as AWS allows
+/// them, and a generated document within IAM's size limit. A group that fails here is not
+/// Ready, and the operator makes no AWS call for it.
+pub fn check_session_policy(
+    policy: &SessionPolicy,
+    region: &str,
+    account: &str,
+) -> Result<(), (&'static str, String)> {
+    if !policy.managed {
+        return Ok(());
+    }
+    for (key, value) in &policy.jump_host_tags {
+        let key_len = key.chars().count();
+        if !(1..=128).contains(&key_len) || !tag_text(key) || key.starts_with("aws:") {
+            let message = format!(
+                "jumpHostTags key {key:?} is not a tag key AWS allows (1 to 128 letters, digits, \
+                 spaces and _.:/=+-@, not starting with aws:)."
+            );
+            return Err(("InvalidSessionPolicy", message));
+        }
+        if value.chars().count() > 256 || !tag_text(value) {
+            let message = format!(
+                "jumpHostTags value of {key:?} is not a tag value AWS allows (up to 256 letters, \
+                 digits, spaces and _.:/=+-@)."
+            );
+            return Err(("InvalidSessionPolicy", message));
+        }
+    }
+    let document = session_policy_document(policy, region, account).to_string();
+    let size = document.chars().filter(|c| !c.is_whitespace()).count();
+    if size > GROUP_POLICY_LIMIT {
+        let message = format!(
+            "The session policy would be {size} characters; IAM allows {GROUP_POLICY_LIMIT} per \
+             group. List fewer jump hosts, or select them with jumpHostTags."
+        );
+        return Err(("SessionPolicyTooLarge", message));
+    }
+    Ok(())
+}
+
+fn tag_text(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c))
+}
+
 /// The session policy document generated from the structured fields.
 pub fn session_policy_document(policy: &SessionPolicy, region: &str, account: &str) -> Value {
+    let partition = partition_of_region(region);
     let instances: Vec<String> = if policy.jump_host_instance_ids.is_empty() {
-        vec![format!("arn:aws:ec2:{region}:{account}:instance/*")]
+        vec![format!("arn:{partition}:ec2:{region}:{account}:instance/*")]
     } else {
-        let arn = |id: &String| format!("arn:aws:ec2:{region}:{account}:instance/{id}");
+        let arn = |id: &String| format!("arn:{partition}:ec2:{region}:{account}:instance/{id}");
         policy.jump_host_instance_ids.iter().map(arn).collect()
     };
     let documents: Vec<String> = policy
         .documents
         .iter()
-        .map(|d| format!("arn:aws:ssm:{region}::document/{d}"))
+        .map(|d| format!("arn:{partition}:ssm:{region}::document/{d}"))
         .collect();
     let mut condition = serde_json::Map::new();
     if policy.require_mfa {
@@ -288,7 +337,15 @@ pub async fn reconcile(group: Arc<AccessGroup>, ctx: Arc<Context>) -> Result<Act
             not_ready(&mut status, "InvalidDuration", msg);
         }
         (Some(account), Ok(_)) => {
-            converge(&ctx, &group, account, &mut status, now).await?;
+            let id = account
+                .status
+                .as_ref()
+                .and_then(|s| s.account_id.as_deref());
+            let policy = &group.spec.session_policy;
+            match check_session_policy(policy, &account.spec.region, id.unwrap_or_default()) {
+                Err((reason, message)) => not_ready(&mut status, reason, message),
+                Ok(()) => converge(&ctx, &group, account, &mut status, now).await?,
+            }
         }
     }
     write_status(&ctx, &group, status).await?;
@@ -420,6 +477,11 @@ async fn converge(
         }
     }
     members.sort();
+    // Grants of this group read membership from here until the next resync.
+    let set = members.iter().cloned().collect();
+    ctx.shared
+        .put_members(&group.spec.account_ref, name, set)
+        .await;
     status.group_arn = observed.arn;
     status.member_count = members.len() as i64;
     status.members = members;
@@ -503,6 +565,7 @@ pub async fn run(ctx: Arc<Context>, config: watcher::Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn session_policy_scopes_instances_documents_and_mfa() {
@@ -526,6 +589,48 @@ mod tests {
         let text = session_policy_document(&no_mfa, "r", "1").to_string();
         assert!(!text.contains("MultiFactor"));
         assert!(text.contains("ssm:DescribeSessions"));
+    }
+
+    #[test]
+    fn session_policy_checks_tags_and_size_before_aws() {
+        let region = "ap-northeast-1";
+        let ok = SessionPolicy {
+            jump_host_tags: BTreeMap::from([("Rôle".into(), "jump host".into())]),
+            ..SessionPolicy::default()
+        };
+        assert_eq!(check_session_policy(&ok, region, "111111111111"), Ok(()));
+        let tags = |key: &str, value: &str| SessionPolicy {
+            jump_host_tags: BTreeMap::from([(key.to_string(), value.to_string())]),
+            ..SessionPolicy::default()
+        };
+        let reason = |p: &SessionPolicy| check_session_policy(p, region, "1").map_err(|e| e.0);
+        assert_eq!(reason(&tags("", "x")), Err("InvalidSessionPolicy"));
+        assert_eq!(reason(&tags("role*", "x")), Err("InvalidSessionPolicy"));
+        assert_eq!(reason(&tags("aws:role", "x")), Err("InvalidSessionPolicy"));
+        assert_eq!(
+            reason(&tags("Role", &"j".repeat(257))),
+            Err("InvalidSessionPolicy")
+        );
+        let many = SessionPolicy {
+            jump_host_instance_ids: (0..100)
+                .map(|n| format!("i-0a1b2c3d4e5f6{n:04x}"))
+                .collect(),
+            ..SessionPolicy::default()
+        };
+        assert_eq!(reason(&many), Err("SessionPolicyTooLarge"));
+        let unmanaged = SessionPolicy {
+            managed: false,
+            ..many
+        };
+        assert_eq!(reason(&unmanaged), Ok(()));
+    }
+
+    #[test]
+    fn session_policy_arns_name_the_regions_partition() {
+        let text =
+            session_policy_document(&SessionPolicy::default(), "cn-north-1", "1").to_string();
+        assert!(text.contains("arn:aws-cn:ec2:cn-north-1:1:instance/*"));
+        assert!(text.contains("arn:aws-cn:ssm:cn-north-1::document/"));
     }
 
     #[test]

@@ -10,5 +10,6 @@ pub mod context;
 pub mod grant;
 pub mod group;
 pub mod route;
+pub mod shared;
 
 pub use context::{Context, Settings};

@@ -132,6 +132,7 @@ pub async fn act(
     let iam = &resolved.clients.iam;
     let user = spec.user.as_str();
     let group = resolved.terms.group_name.as_str();
+    let account = resolved.account.name_any();
     for action in actions {
         match action {
             GrantAction::OpenChangeRequest { template, duration } => {
@@ -153,6 +154,7 @@ pub async fn act(
                     class: classify(&err),
                     message: error_message(&err),
                 })?;
+                ctx.shared.set_member(&account, group, user, true).await;
             }
             GrantAction::PutExpiryGuard { expiry } => {
                 let put = iam
@@ -173,8 +175,10 @@ pub async fn act(
                     .group_name(group)
                     .send();
                 match result.await {
-                    Ok(_) => {}
-                    Err(err) if classify(&err) == ErrorClass::NotFound => {}
+                    Ok(_) => ctx.shared.set_member(&account, group, user, false).await,
+                    Err(err) if classify(&err) == ErrorClass::NotFound => {
+                        ctx.shared.set_member(&account, group, user, false).await
+                    }
                     Err(err) => {
                         return Err(ActError::RemoveUserFromGroup {
                             user: user.into(),

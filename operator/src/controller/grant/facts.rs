@@ -54,6 +54,8 @@ pub struct ApprovalRecord {
     pub requested_by: Option<String>,
     /// Identities that approved.
     pub approvers: Vec<String>,
+    /// When it was approved (the last approving decision), as AWS reports it.
+    pub decided_at: Option<Timestamp>,
     pub scheduled_start: Option<Timestamp>,
     pub scheduled_end: Option<Timestamp>,
     pub parameters: BTreeMap<String, Vec<String>>,

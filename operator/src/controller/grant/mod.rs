@@ -47,6 +47,8 @@ pub enum Error {
     },
     #[error("finalizer failed: {0}")]
     Finalizer(String),
+    #[error("the reconcile of grant {0} panicked")]
+    Panicked(String),
 }
 
 impl Error {
@@ -56,6 +58,7 @@ impl Error {
             Self::Observe(err) => err.class(),
             Self::Act(err) => err.class(),
             Self::WriteStatus { .. } | Self::Finalizer(_) => ErrorClass::Conflict,
+            Self::Panicked(_) => ErrorClass::InvalidRequest,
         }
     }
 }
@@ -100,6 +103,20 @@ pub async fn reconcile(
         | kube::runtime::finalizer::Error::CleanupFailed(err) => err,
         other => Error::Finalizer(other.to_string()),
     })
+}
+
+/// Reconciles one grant; a panic becomes that grant's error. The same controller revokes
+/// everyone's expired access, so one grant must never be able to stop it.
+pub async fn reconcile_isolated(
+    grant: Arc<ProductionAccessGrant>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    use futures::FutureExt;
+    let name = grant.name_any();
+    std::panic::AssertUnwindSafe(reconcile(grant, ctx))
+        .catch_unwind()
+        .await
+        .unwrap_or(Err(Error::Panicked(name)))
 }
 
 /// Observe, plan, act, report. Used for both apply and cleanup (when deleting).
@@ -259,9 +276,18 @@ pub fn retry_after(class: ErrorClass) -> Action {
 }
 
 /// After an outage, revokes every grant whose window has passed before anything else runs.
-pub async fn revoke_overdue(ctx: Arc<Context>, api: &Api<ProductionAccessGrant>) -> usize {
+/// Only grants matching `selector` (the controller's own label selector) are this operator's.
+pub async fn revoke_overdue(
+    ctx: Arc<Context>,
+    api: &Api<ProductionAccessGrant>,
+    selector: Option<&str>,
+) -> usize {
     let now = Timestamp::now();
-    let Ok(list) = api.list(&ListParams::default()).await else {
+    let mut params = ListParams::default();
+    if let Some(selector) = selector {
+        params = params.labels(selector);
+    }
+    let Ok(list) = api.list(&params).await else {
         return 0;
     };
     let overdue: Vec<_> = list
@@ -278,7 +304,7 @@ pub async fn revoke_overdue(ctx: Arc<Context>, api: &Api<ProductionAccessGrant>)
     let count = overdue.len();
     let runs = overdue
         .into_iter()
-        .map(|g| reconcile(Arc::new(g), ctx.clone()));
+        .map(|g| reconcile_isolated(Arc::new(g), ctx.clone()));
     let results = futures::stream::iter(runs)
         .buffer_unordered(16)
         .collect::<Vec<_>>()
@@ -289,14 +315,34 @@ pub async fn revoke_overdue(ctx: Arc<Context>, api: &Api<ProductionAccessGrant>)
     count
 }
 
+/// The grants whose access group lives in `account`.
+fn grants_of_account(
+    grants: &[Arc<ProductionAccessGrant>],
+    groups: &[Arc<crate::crd::AccessGroup>],
+    account: &str,
+) -> Vec<kube::runtime::reflector::ObjectRef<ProductionAccessGrant>> {
+    let in_account: Vec<String> = groups
+        .iter()
+        .filter(|g| g.spec.account_ref == account)
+        .map(|g| g.name_any())
+        .collect();
+    grants
+        .iter()
+        .filter(|g| in_account.contains(&g.spec.access_group))
+        .map(|g| kube::runtime::reflector::ObjectRef::from_obj(g.as_ref()))
+        .collect()
+}
+
 /// Runs the grant controller until the process stops.
 pub async fn run(ctx: Arc<Context>, api: Api<ProductionAccessGrant>, config: watcher::Config) {
-    let overdue = revoke_overdue(ctx.clone(), &api).await;
+    let overdue = revoke_overdue(ctx.clone(), &api, config.label_selector.as_deref()).await;
     if overdue > 0 {
         tracing::info!(count = overdue, "Revoked overdue grants before starting");
     }
     let groups: Api<crate::crd::AccessGroup> = Api::all(ctx.client.clone());
+    let accounts: Api<crate::crd::AwsAccount> = Api::all(ctx.client.clone());
     let store = ctx.grants.clone();
+    let (grant_store, group_store) = (ctx.grants.clone(), ctx.groups.clone());
     Controller::new(api, config.clone())
         .watches(groups, watcher::Config::default(), move |group| {
             // A group change (readiness, rules) re-evaluates the grants that use it.
@@ -308,8 +354,60 @@ pub async fn run(ctx: Arc<Context>, api: Api<ProductionAccessGrant>, config: wat
                 .map(|g| kube::runtime::reflector::ObjectRef::from_obj(g.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .watches(accounts, watcher::Config::default(), move |account| {
+            // So does an account change (readiness, namespace allow-list): a grant that failed
+            // on the account's allow-list goes through once the admin allows its namespace.
+            grants_of_account(
+                &grant_store.state(),
+                &group_store.state(),
+                &account.name_any(),
+            )
+        })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_isolated, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{AccessGroup, AccessGroupSpec, ProductionAccessGrantSpec};
+
+    fn group(name: &str, account: &str) -> Option<Arc<AccessGroup>> {
+        let spec: AccessGroupSpec = serde_json::from_value(json!({
+            "accountRef": account, "groupName": "ProductionAccess"
+        }))
+        .ok()?;
+        Some(Arc::new(AccessGroup::new(name, spec)))
+    }
+
+    fn grant(name: &str, group: &str) -> Option<Arc<ProductionAccessGrant>> {
+        let spec: ProductionAccessGrantSpec = serde_json::from_value(json!({
+            "accessGroup": group, "user": "alice", "reason": "check"
+        }))
+        .ok()?;
+        let mut grant = ProductionAccessGrant::new(name, spec);
+        grant.metadata.namespace = Some("ops".into());
+        Some(Arc::new(grant))
+    }
+
+    #[test]
+    fn an_account_change_reaches_the_grants_of_its_groups() {
+        let groups: Vec<_> = [group("prod", "jump"), group("stage", "other")]
+            .into_iter()
+            .flatten()
+            .collect();
+        let grants: Vec<_> = [grant("a", "prod"), grant("b", "stage"), grant("c", "prod")]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!((groups.len(), grants.len()), (2, 3));
+        let names: Vec<String> = grants_of_account(&grants, &groups, "jump")
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, vec!["a", "c"]);
+        assert!(grants_of_account(&grants, &groups, "gone").is_empty());
+    }
 }

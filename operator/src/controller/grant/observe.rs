@@ -32,6 +32,8 @@ pub enum ObserveError {
         message: String,
         class: ErrorClass,
     },
+    #[error(transparent)]
+    Shared(crate::controller::shared::ReadError),
     #[error("failed to get approval {id}: {message}")]
     GetAutomationExecution {
         id: String,
@@ -46,6 +48,7 @@ impl ObserveError {
             Self::GetUser { class, .. }
             | Self::ListGroupsForUser { class, .. }
             | Self::GetAutomationExecution { class, .. } => *class,
+            Self::Shared(err) => err.class,
         }
     }
 }
@@ -53,8 +56,7 @@ impl ObserveError {
 /// The admin objects a grant resolved to, with the clients of their account.
 pub struct Resolved {
     pub group: Arc<AccessGroup>,
-    /// The account the group lives in (kept for the audit trail and future checks).
-    #[allow(dead_code)]
+    /// The account the group lives in; its name keys the shared observations.
     pub account: Arc<AwsAccount>,
     pub clients: Arc<AwsClients>,
     pub terms: GroupTerms,
@@ -172,10 +174,30 @@ pub async fn observe(
         }
     };
     facts.eligibility = Eligibility::Eligible(resolved.terms.clone());
-    facts.user = get_user(&resolved.clients, &spec.user).await?;
-    facts.approval = approval(&resolved, spec, &status).await?;
-    if matches!(facts.user, UserFacts::Exists { .. }) {
-        facts.member = is_member(&resolved.clients, &spec.user, &resolved.terms.group_name).await?;
+    let account = resolved.account.name_any();
+    let resync = ctx.settings.grant_resync;
+    if status.approved.is_some() {
+        // Approved terms were checked against IAM and the approval when they were accepted;
+        // what can change since is read in batches shared by every grant of the account.
+        let withdrawn = ctx
+            .shared
+            .withdrawn_approvals(&resolved.clients, &account, resync);
+        let withdrawn = withdrawn.await.map_err(ObserveError::Shared)?;
+        facts.approval = match status.approved.as_ref().map(|a| a.approval_id.as_str()) {
+            Some(id) if withdrawn.contains(id) => ApprovalFacts::Found(withdrawn_record(id)),
+            _ => ApprovalFacts::NotNeeded,
+        };
+    } else {
+        facts.user = get_user(&resolved.clients, &spec.user).await?;
+        facts.approval = approval(&resolved, spec, &status).await?;
+    }
+    if !matches!(facts.user, UserFacts::Missing) {
+        let group = &resolved.terms.group_name;
+        let members = ctx
+            .shared
+            .members(&resolved.clients, &account, group, resync)
+            .await;
+        facts.member = members.map_err(ObserveError::Shared)?.contains(&spec.user);
     }
     let id = match &facts.approval {
         ApprovalFacts::Found(record) => Some(record.id.clone()),
@@ -197,31 +219,6 @@ async fn get_user(clients: &AwsClients, user: &str) -> Result<UserFacts, Observe
             class: classify(&err),
             message: error_message(&err),
         }),
-    }
-}
-
-async fn is_member(clients: &AwsClients, user: &str, group: &str) -> Result<bool, ObserveError> {
-    let mut marker = None;
-    loop {
-        let out = clients
-            .iam
-            .list_groups_for_user()
-            .user_name(user)
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|err| ObserveError::ListGroupsForUser {
-                user: user.to_string(),
-                class: classify(&err),
-                message: error_message(&err),
-            })?;
-        if out.groups().iter().any(|g| g.group_name() == group) {
-            return Ok(true);
-        }
-        match out.marker() {
-            Some(next) if out.is_truncated() => marker = Some(next.to_string()),
-            _ => return Ok(false),
-        }
     }
 }
 
@@ -265,6 +262,23 @@ async fn approval(
     }
 }
 
+/// The record of an approval found among the withdrawn ones: enough for the planner to revoke.
+fn withdrawn_record(id: &str) -> ApprovalRecord {
+    ApprovalRecord {
+        id: id.to_string(),
+        state: ApprovalState::Withdrawn,
+        aws_status: "withdrawn (rejected, cancelled, failed or timed out)".to_string(),
+        document: String::new(),
+        is_change_request: false,
+        requested_by: None,
+        approvers: Vec::new(),
+        decided_at: None,
+        scheduled_start: None,
+        scheduled_end: None,
+        parameters: BTreeMap::new(),
+    }
+}
+
 /// Reduces an execution to what decides a grant. Approvers come from the outputs of the
 /// `aws:approve` step (`ApproverDecisions` / `ApprovalStatus`), as AWS reports them.
 pub fn approval_record(id: &str, execution: &AutomationExecution) -> ApprovalRecord {
@@ -284,7 +298,20 @@ pub fn approval_record(id: &str, execution: &AutomationExecution) -> ApprovalRec
         .get("ApprovalStatus")
         .and_then(|v| v.first())
         .cloned();
-    let approvers = approvers_from_outputs(&outputs);
+    let decisions = approvals_from_outputs(&outputs);
+    let approvers = decisions.iter().map(|(who, _)| who.clone()).collect();
+    // When AWS names no decision time, the approval step's end or the request's start bound
+    // it from below, so an approval never looks younger than it is.
+    let decided_at = decisions
+        .iter()
+        .filter_map(|(_, at)| *at)
+        .max()
+        .or_else(|| {
+            approve_step
+                .and_then(|s| s.execution_end_time())
+                .and_then(to_timestamp)
+        })
+        .or_else(|| execution.execution_start_time().and_then(to_timestamp));
     let parameters: BTreeMap<String, Vec<String>> = execution
         .parameters()
         .cloned()
@@ -307,6 +334,7 @@ pub fn approval_record(id: &str, execution: &AutomationExecution) -> ApprovalRec
                 .is_some_and(|s| s.as_str() == "ChangeRequest"),
         requested_by: execution.executed_by().map(str::to_string),
         approvers,
+        decided_at,
         scheduled_start: execution.scheduled_time().and_then(to_timestamp),
         scheduled_end,
         parameters,
@@ -317,9 +345,19 @@ fn to_timestamp(time: &aws_smithy_types::DateTime) -> Option<Timestamp> {
     Timestamp::new(time.secs(), time.subsec_nanos() as i32).ok()
 }
 
-/// Approver ARNs from an approve step's outputs. `ApproverDecisions` holds a JSON list of
-/// `{"Approver": ARN, "Decision": "Approve"}` per approver (keys matched case-insensitively).
+/// Approver ARNs from an approve step's outputs.
+#[cfg(test)]
 fn approvers_from_outputs(outputs: &std::collections::HashMap<String, Vec<String>>) -> Vec<String> {
+    let decisions = approvals_from_outputs(outputs);
+    decisions.into_iter().map(|(who, _)| who).collect()
+}
+
+/// Approving decisions from an approve step's outputs: who and when. `ApproverDecisions` holds
+/// a JSON list of `{"Approver": ARN, "Decision": "Approve", "ApprovalDecisionTime": T}` per
+/// approver (keys matched case-insensitively).
+fn approvals_from_outputs(
+    outputs: &std::collections::HashMap<String, Vec<String>>,
+) -> Vec<(String, Option<Timestamp>)> {
     let mut approvers = Vec::new();
     for text in outputs.get("ApproverDecisions").into_iter().flatten() {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
@@ -342,7 +380,8 @@ fn approvers_from_outputs(outputs: &std::collections::HashMap<String, Vec<String
                 |d: &str| d.eq_ignore_ascii_case("approve") || d.eq_ignore_ascii_case("approved");
             if field("decision").is_some_and(approved) {
                 if let Some(approver) = field("approver") {
-                    approvers.push(approver.to_string());
+                    let at = field("approvalDecisionTime").and_then(|t| t.parse().ok());
+                    approvers.push((approver.to_string(), at));
                 }
             }
         }
@@ -444,6 +483,24 @@ mod tests {
         assert_eq!(
             approvers_from_outputs(&outputs),
             vec!["arn:aws:iam::1:user/carol"]
+        );
+    }
+
+    #[test]
+    fn decision_times_read_from_approve_step_outputs() {
+        let mut outputs = std::collections::HashMap::new();
+        outputs.insert(
+            "ApproverDecisions".to_string(),
+            vec![
+                r#"{"Approver":"arn:aws:iam::1:user/carol","Decision":"Approve",
+                    "ApprovalDecisionTime":"2026-01-01T12:00:00.123456Z"}"#
+                    .to_string(),
+            ],
+        );
+        let at = "2026-01-01T12:00:00.123456Z".parse::<Timestamp>().ok();
+        assert_eq!(
+            approvals_from_outputs(&outputs),
+            vec![("arn:aws:iam::1:user/carol".to_string(), at)]
         );
     }
 }

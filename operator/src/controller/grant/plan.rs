@@ -308,7 +308,16 @@ impl<'a> Planner<'a> {
             return Some(at);
         }
         let record = match &self.facts.approval {
-            ApprovalFacts::NotNeeded => return Some(self.accept_approval(spec, None, duration)),
+            ApprovalFacts::NotNeeded => {
+                return Some(self.accept_approval(spec, terms, None, duration));
+            }
+            ApprovalFacts::NoneGiven if both_approval_ids(spec) => {
+                let msg = "spec.approval names both a change request and an automation \
+                           execution; keep the one that approves this grant."
+                    .to_string();
+                self.fail("ApprovalAmbiguous", msg);
+                return None;
+            }
             ApprovalFacts::NoneGiven => {
                 self.no_approval_given(terms, duration);
                 return None;
@@ -337,7 +346,7 @@ impl<'a> Planner<'a> {
                     self.end(GrantPhase::Denied, reason, msg);
                     return None;
                 }
-                Some(self.accept_approval(spec, Some(&record), duration))
+                Some(self.accept_approval(spec, terms, Some(&record), duration))
             }
         }
     }
@@ -447,6 +456,7 @@ impl<'a> Planner<'a> {
     fn accept_approval(
         &mut self,
         spec: &ProductionAccessGrantSpec,
+        terms: &GroupTerms,
         record: Option<&ApprovalRecord>,
         duration: Duration,
     ) -> Timestamp {
@@ -474,8 +484,8 @@ impl<'a> Planner<'a> {
             note: msg,
         });
         if let Some(record) = record {
-            // The ledger entry can go once this approval could no longer open any window.
-            let until = record.scheduled_end.unwrap_or(now) + signed(duration) + signed(duration);
+            // The ledger entry can go once this approval can no longer open any window.
+            let until = usable_until(record, terms, now);
             self.actions
                 .push(GrantAction::ClaimApproval { approval_id, until });
         }
@@ -483,12 +493,13 @@ impl<'a> Planner<'a> {
     }
 
     /// Computes the window; the clock starts at approval, the earliest start or the scheduled
-    /// time, whichever is latest, and the end never passes the change request's scheduled end.
+    /// time, whichever is latest, and the end never passes what the approval covers (see
+    /// [`usable_until`]).
     fn window(
         &mut self,
         spec: &ProductionAccessGrantSpec,
         duration: Duration,
-        _terms: &GroupTerms,
+        terms: &GroupTerms,
         approved_at: Timestamp,
     ) -> Option<GrantWindow> {
         let approved_secs = self.status.approved.as_ref().map(|a| a.duration_seconds);
@@ -500,7 +511,7 @@ impl<'a> Planner<'a> {
             let expiry = window
                 .expiry
                 .0
-                .min(window.start.0 + SignedDuration::from_secs(secs));
+                .min(later(window.start.0, SignedDuration::from_secs(secs)));
             let window = GrantWindow {
                 start: window.start.clone(),
                 expiry: Time(expiry),
@@ -524,9 +535,9 @@ impl<'a> Planner<'a> {
         if let Some(scheduled) = record.and_then(|r| r.scheduled_start) {
             start = start.max(scheduled);
         }
-        let mut expiry = start + SignedDuration::from_secs(secs);
-        if let Some(end) = record.and_then(|r| r.scheduled_end) {
-            expiry = expiry.min(end);
+        let mut expiry = later(start, SignedDuration::from_secs(secs));
+        if let Some(record) = record {
+            expiry = expiry.min(usable_until(record, terms, approved_at));
         }
         if expiry <= start {
             let msg = "The approved change window has already ended; nothing to grant.".to_string();
@@ -681,6 +692,34 @@ impl<'a> Planner<'a> {
             self.facts.now,
         );
     }
+}
+
+/// Whether the spec sets both approval IDs, so that neither can be taken as the approval.
+fn both_approval_ids(spec: &ProductionAccessGrantSpec) -> bool {
+    spec.approval
+        .as_ref()
+        .is_some_and(|a| a.change_request_id.is_some() && a.automation_execution_id.is_some())
+}
+
+/// `at + span`, held at the last representable instant instead of overflowing: the times come
+/// from change requests, which their requester writes, and must never stop the controller.
+fn later(at: Timestamp, span: SignedDuration) -> Timestamp {
+    at.saturating_add(span).unwrap_or(Timestamp::MAX)
+}
+
+/// The last instant an approval may cover: the change request's scheduled end, or else the
+/// group's maximum duration after it was approved (or scheduled to start, if later). Windows
+/// never pass it, so once it is over the approval cannot grant anything, not even to a grant
+/// re-created from the same manifest after the group's ledger has forgotten the approval.
+fn usable_until(record: &ApprovalRecord, terms: &GroupTerms, now: Timestamp) -> Timestamp {
+    if let Some(end) = record.scheduled_end {
+        return end;
+    }
+    let decided = record.decided_at.unwrap_or(now);
+    let anchor = record
+        .scheduled_start
+        .map_or(decided, |start| start.max(decided));
+    later(anchor, signed(terms.max_duration))
 }
 
 fn signed(duration: Duration) -> SignedDuration {

@@ -59,6 +59,7 @@ fn record(state: ApprovalState) -> ApprovalRecord {
         } else {
             vec![]
         },
+        decided_at: None,
         scheduled_start: None,
         scheduled_end: None,
         parameters,
@@ -149,7 +150,7 @@ fn approval_grants_membership_with_expiry_guard_and_requeues_at_expiry() {
         vec![
             GrantAction::ClaimApproval {
                 approval_id: CR.into(),
-                until: t(10) + SignedDuration::from_secs(7200)
+                until: t(10) + SignedDuration::from_hours(8)
             },
             GrantAction::PutExpiryGuard { expiry: t(3610) },
             GrantAction::AddToGroup,
@@ -502,4 +503,83 @@ fn a_final_grant_keeps_the_reason_it_ended_with() {
     assert_eq!(ready.map(|c| c.status.as_str()), Some("False"));
     assert_eq!(ready.and_then(|c| c.observed_generation), Some(2));
     assert!(again.actions.is_empty());
+}
+
+#[test]
+fn two_approval_ids_open_nothing_and_fail() {
+    let mut both = spec();
+    both.approval = Some(ApprovalRef {
+        change_request_id: Some(CR.into()),
+        automation_execution_id: Some(CR.into()),
+    });
+    let plan = run(
+        &both,
+        &Default::default(),
+        &facts(0, ApprovalFacts::NoneGiven),
+    );
+    assert_eq!(plan.status.phase, GrantPhase::Failed);
+    assert_eq!(reason(&plan, "Ready"), "ApprovalAmbiguous");
+    assert!(plan.actions.is_empty());
+}
+
+#[test]
+fn a_change_request_scheduled_at_the_end_of_time_does_not_overflow() {
+    let mut late = record(ApprovalState::Approved);
+    let end_of_time = Timestamp::MAX - SignedDuration::from_secs(60);
+    late.scheduled_start = Some(end_of_time);
+    late.scheduled_end = Some(end_of_time);
+    let plan = run(
+        &spec(),
+        &Default::default(),
+        &facts(0, ApprovalFacts::Found(late)),
+    );
+    assert_eq!(plan.status.phase, GrantPhase::Denied);
+    assert_eq!(reason(&plan, "Ready"), "WindowClosed");
+}
+
+#[test]
+fn an_approval_covers_at_most_the_group_maximum_after_its_decision() {
+    let mut rec = record(ApprovalState::Approved);
+    rec.decided_at = Some(t(0));
+    let fresh = run(
+        &spec(),
+        &Default::default(),
+        &facts(100, ApprovalFacts::Found(rec.clone())),
+    );
+    let window = fresh
+        .status
+        .window
+        .clone()
+        .unwrap_or_else(|| unreachable!());
+    assert_eq!((window.start.0, window.expiry.0), (t(100), t(3700)));
+    assert!(fresh.actions.contains(&GrantAction::ClaimApproval {
+        approval_id: CR.into(),
+        until: t(8 * 3600),
+    }));
+
+    // The grant is gone, the ledger has dropped the approval, and the same manifest is applied
+    // again: the old approval opens no new window.
+    let replay = run(
+        &spec(),
+        &Default::default(),
+        &facts(8 * 3600 + 10, ApprovalFacts::Found(rec.clone())),
+    );
+    assert_eq!(replay.status.phase, GrantPhase::Denied);
+    assert_eq!(reason(&replay, "Ready"), "WindowClosed");
+    assert!(!replay.actions.contains(&GrantAction::AddToGroup));
+
+    // Nor can an earliest start far after the approval stretch it.
+    let mut late = spec();
+    late.not_before = Some(t(8 * 3600 - 600).to_string());
+    let stretched = run(
+        &late,
+        &Default::default(),
+        &facts(100, ApprovalFacts::Found(rec)),
+    );
+    let window = stretched
+        .status
+        .window
+        .clone()
+        .unwrap_or_else(|| unreachable!());
+    assert_eq!(window.expiry.0, t(8 * 3600));
 }

@@ -1,0 +1,288 @@
+//! Observations shared across reconciles, so that AWS is read once per period per group or
+//! account instead of once per object.
+//!
+//! - Group membership: one `GetGroup` per IAM group per period answers every grant of that
+//!   group (the group controller's own read fills it too); the operator's own membership
+//!   changes update it in place, so a grant never waits for the next read to see its effect.
+//! - Withdrawn approvals: one `DescribeAutomationExecutions` per account per period, filtered to
+//!   the statuses that withdraw an approval, tells every active grant whether its approval
+//!   still stands. Nothing is withdrawn in the usual case, so the answer is empty and cheap.
+//!
+//! Each entry is refreshed by a single caller at a time (a per-key async lock), so a burst of
+//! reconciles for one group makes one read, not one per grant.
+
+use aws_sdk_ssm::types::{AutomationExecutionFilter, AutomationExecutionFilterKey};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+use crate::aws::{classify, error_message, AwsClients, ErrorClass};
+
+/// An AWS read that failed while refreshing a shared observation.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {action}: {message}")]
+pub struct ReadError {
+    pub action: String,
+    pub message: String,
+    pub class: ErrorClass,
+}
+
+struct Entry<T> {
+    value: Option<(Instant, T)>,
+}
+
+type Slot<T> = Arc<Mutex<Entry<T>>>;
+
+/// Per-key cached values with single-flight refresh.
+struct Cache<T> {
+    slots: std::sync::Mutex<HashMap<String, Slot<T>>>,
+}
+
+impl<T: Clone> Cache<T> {
+    fn new() -> Self {
+        Self {
+            slots: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, key: &str) -> Slot<T> {
+        match self.slots.lock() {
+            Ok(mut slots) => slots
+                .entry(key.to_string())
+                .or_insert_with(|| Arc::new(Mutex::new(Entry { value: None })))
+                .clone(),
+            // A poisoned map only means another thread panicked mid-insert; a fresh slot is
+            // always a correct (if uncached) answer.
+            Err(_) => Arc::new(Mutex::new(Entry { value: None })),
+        }
+    }
+
+    async fn get_or_refresh<F, Fut>(
+        &self,
+        key: &str,
+        max_age: Duration,
+        read: F,
+    ) -> Result<T, ReadError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ReadError>>,
+    {
+        let slot = self.slot(key);
+        let mut entry = slot.lock().await;
+        if let Some((at, value)) = &entry.value {
+            if at.elapsed() < max_age {
+                return Ok(value.clone());
+            }
+        }
+        let value = read().await?;
+        entry.value = Some((Instant::now(), value.clone()));
+        Ok(value)
+    }
+
+    async fn update(&self, key: &str, change: impl FnOnce(&mut T)) {
+        let slot = self.slot(key);
+        let mut entry = slot.lock().await;
+        if let Some((_, value)) = entry.value.as_mut() {
+            change(value);
+        }
+    }
+
+    async fn put(&self, key: &str, value: T) {
+        let slot = self.slot(key);
+        slot.lock().await.value = Some((Instant::now(), value));
+    }
+}
+
+/// The shared observations of one operator.
+pub struct SharedObservations {
+    members: Cache<BTreeSet<String>>,
+    withdrawn: Cache<BTreeSet<String>>,
+}
+
+impl Default for SharedObservations {
+    fn default() -> Self {
+        Self {
+            members: Cache::new(),
+            withdrawn: Cache::new(),
+        }
+    }
+}
+
+fn group_key(account: &str, group: &str) -> String {
+    format!("{account}/{group}")
+}
+
+impl SharedObservations {
+    /// Members of `group` in `account` (an `AwsAccount` name), at most `max_age` old.
+    pub async fn members(
+        &self,
+        clients: &AwsClients,
+        account: &str,
+        group: &str,
+        max_age: Duration,
+    ) -> Result<BTreeSet<String>, ReadError> {
+        let key = group_key(account, group);
+        self.members
+            .get_or_refresh(&key, max_age, || read_members(clients, group))
+            .await
+    }
+
+    /// Records members read elsewhere (the group controller's own `GetGroup`).
+    pub async fn put_members(&self, account: &str, group: &str, members: BTreeSet<String>) {
+        self.members.put(&group_key(account, group), members).await;
+    }
+
+    /// Records a membership change the operator itself made.
+    pub async fn set_member(&self, account: &str, group: &str, user: &str, member: bool) {
+        let user = user.to_string();
+        self.members
+            .update(&group_key(account, group), move |members| {
+                if member {
+                    members.insert(user);
+                } else {
+                    members.remove(&user);
+                }
+            })
+            .await;
+    }
+
+    /// IDs of approvals in `account` that were rejected, cancelled, failed or timed out, at
+    /// most `max_age` old.
+    pub async fn withdrawn_approvals(
+        &self,
+        clients: &AwsClients,
+        account: &str,
+        max_age: Duration,
+    ) -> Result<BTreeSet<String>, ReadError> {
+        self.withdrawn
+            .get_or_refresh(account, max_age, || read_withdrawn(clients))
+            .await
+    }
+}
+
+async fn read_members(clients: &AwsClients, group: &str) -> Result<BTreeSet<String>, ReadError> {
+    let mut members = BTreeSet::new();
+    let mut marker = None;
+    loop {
+        let out = clients
+            .iam
+            .get_group()
+            .group_name(group)
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|err| ReadError {
+                action: format!("get IAM group {group}"),
+                class: classify(&err),
+                message: error_message(&err),
+            })?;
+        members.extend(out.users().iter().map(|u| u.user_name().to_string()));
+        match out.marker() {
+            Some(next) if out.is_truncated() => marker = Some(next.to_string()),
+            _ => return Ok(members),
+        }
+    }
+}
+
+/// Statuses after which an approval no longer stands.
+const WITHDRAWN: &[&str] = &[
+    "Rejected",
+    "Cancelled",
+    "Cancelling",
+    "Failed",
+    "TimedOut",
+    "CompletedWithFailure",
+];
+
+async fn read_withdrawn(clients: &AwsClients) -> Result<BTreeSet<String>, ReadError> {
+    let filter = AutomationExecutionFilter::builder()
+        .key(AutomationExecutionFilterKey::ExecutionStatus)
+        .set_values(Some(WITHDRAWN.iter().map(|s| s.to_string()).collect()))
+        .build()
+        .map_err(|err| ReadError {
+            action: "build the approval filter".to_string(),
+            class: ErrorClass::InvalidRequest,
+            message: err.to_string(),
+        })?;
+    let mut withdrawn = BTreeSet::new();
+    let mut token = None;
+    loop {
+        let out = clients
+            .ssm
+            .describe_automation_executions()
+            .filters(filter.clone())
+            .set_next_token(token)
+            .max_results(50)
+            .send()
+            .await
+            .map_err(|err| ReadError {
+                action: "list withdrawn approvals".to_string(),
+                class: classify(&err),
+                message: error_message(&err),
+            })?;
+        let ids = out.automation_execution_metadata_list().iter();
+        withdrawn.extend(ids.filter_map(|m| m.automation_execution_id().map(str::to_string)));
+        match out.next_token() {
+            Some(next) => token = Some(next.to_string()),
+            None => return Ok(withdrawn),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn concurrent_readers_of_one_key_make_one_read() {
+        let cache: Arc<Cache<u32>> = Arc::new(Cache::new());
+        let reads = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (cache, reads) = (cache.clone(), reads.clone());
+                tokio::spawn(async move {
+                    cache
+                        .get_or_refresh("g", Duration::from_secs(60), || async {
+                            reads.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            Ok(7)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.ok().and_then(Result::ok), Some(7));
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn stale_entries_are_read_again_and_updates_apply_in_place() {
+        let cache: Cache<BTreeSet<String>> = Cache::new();
+        let read = || async { Ok(BTreeSet::from(["alice".to_string()])) };
+        let first = cache
+            .get_or_refresh("g", Duration::from_secs(60), read)
+            .await;
+        assert!(first.is_ok_and(|m| m.contains("alice")));
+        cache
+            .update("g", |m| {
+                m.remove("alice");
+            })
+            .await;
+        let cached = cache
+            .get_or_refresh("g", Duration::from_secs(60), read)
+            .await;
+        assert!(
+            cached.is_ok_and(|m| m.is_empty()),
+            "the update is seen without a read"
+        );
+        let fresh = cache.get_or_refresh("g", Duration::ZERO, read).await;
+        assert!(
+            fresh.is_ok_and(|m| m.contains("alice")),
+            "a stale entry is read again"
+        );
+    }
+}
