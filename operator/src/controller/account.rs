@@ -13,7 +13,10 @@ use std::sync::Arc;
 use crate::aws::{classify, error_message, ErrorClass};
 use crate::controller::grant::retry_after;
 use crate::controller::Context;
-use crate::crd::{set_condition, AwsAccount, AwsAccountStatus, ConditionStatus as Cs};
+use crate::crd::{
+    arn_partition, partition_of_region, set_condition, AwsAccount, AwsAccountSpec,
+    AwsAccountStatus, ConditionStatus as Cs,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -23,6 +26,23 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+}
+
+/// Checks what the schema cannot: the role must be in the region's partition. An account that
+/// fails here is not Ready, and the operator makes no AWS call for it.
+pub fn check_spec(spec: &AwsAccountSpec) -> Result<(), (&'static str, String)> {
+    let region_partition = partition_of_region(&spec.region);
+    let role_partition = spec.role_arn.as_deref().and_then(arn_partition);
+    match role_partition {
+        Some(partition) if partition != region_partition => Err((
+            "PartitionMismatch",
+            format!(
+                "roleArn is in partition {partition}, but region {} is in {region_partition}.",
+                spec.region
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Plans the account's status from the `GetCallerIdentity` answer (pure).
@@ -75,6 +95,11 @@ pub fn plan_status(
 pub async fn reconcile(account: Arc<AwsAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
     let labels = crate::metrics::KindLabels { kind: "AwsAccount" };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
+    if let Err((reason, message)) = check_spec(&account.spec) {
+        let status = invalid_status(&account, reason, message, Timestamp::now());
+        write_status(&ctx, &account, &status).await?;
+        return Ok(Action::await_change());
+    }
     let clients = ctx.aws.for_account(&account.spec, "account").await;
     let identity = match clients.sts.get_caller_identity().send().await {
         Ok(out) => Ok((
@@ -85,7 +110,42 @@ pub async fn reconcile(account: Arc<AwsAccount>, ctx: Arc<Context>) -> Result<Ac
     };
     let failed = identity.is_err();
     let status = plan_status(&account, identity, Timestamp::now());
-    if account.status.as_ref() != Some(&status) {
+    write_status(&ctx, &account, &status).await?;
+    if failed {
+        return Ok(retry_after(ErrorClass::Auth));
+    }
+    Ok(Action::requeue(ctx.settings.account_resync))
+}
+
+/// Status of an account whose spec cannot work: not Ready, with the reason.
+fn invalid_status(
+    account: &AwsAccount,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> AwsAccountStatus {
+    let mut status = account.status.clone().unwrap_or_default();
+    status.observed_generation = account.metadata.generation;
+    status.account_id = None;
+    status.caller_arn = None;
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        Cs::False,
+        reason,
+        message,
+        account.metadata.generation,
+        now,
+    );
+    status
+}
+
+async fn write_status(
+    ctx: &Context,
+    account: &AwsAccount,
+    status: &AwsAccountStatus,
+) -> Result<(), Error> {
+    if account.status.as_ref() != Some(status) {
         let api: Api<AwsAccount> = Api::all(ctx.client.clone());
         let patch = json!({
             "apiVersion": "prodaccess.io/v1alpha1", "kind": "AwsAccount", "status": status,
@@ -98,10 +158,7 @@ pub async fn reconcile(account: Arc<AwsAccount>, ctx: Arc<Context>) -> Result<Ac
                 source,
             })?;
     }
-    if failed {
-        return Ok(retry_after(ErrorClass::Auth));
-    }
-    Ok(Action::requeue(ctx.settings.account_resync))
+    Ok(())
 }
 
 fn error_policy(account: Arc<AwsAccount>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -140,6 +197,20 @@ mod tests {
                 allowed_namespaces: vec![],
             },
         )
+    }
+
+    #[test]
+    fn role_outside_the_regions_partition_is_refused() {
+        let mut spec = account(None).spec;
+        spec.role_arn = Some("arn:aws-cn:iam::111111111111:role/prodaccess".into());
+        let refused = check_spec(&spec).map_err(|(reason, _)| reason);
+        assert_eq!(refused, Err("PartitionMismatch"));
+        spec.region = "cn-north-1".into();
+        assert_eq!(check_spec(&spec), Ok(()));
+        spec.role_arn = Some("arn:aws:iam::111111111111:role/prodaccess".into());
+        assert!(check_spec(&spec).is_err());
+        spec.role_arn = None;
+        assert_eq!(check_spec(&spec), Ok(()));
     }
 
     #[test]

@@ -99,6 +99,29 @@ pub struct AwsAccountStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// The AWS partition a region belongs to (`aws`, `aws-cn`, `aws-us-gov`, ...), which every ARN
+/// used in that region must name.
+pub fn partition_of_region(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("us-isob-") {
+        "aws-iso-b"
+    } else if region.starts_with("us-iso-") {
+        "aws-iso"
+    } else {
+        "aws"
+    }
+}
+
+/// The partition an ARN names (its second field), if it is an ARN.
+pub fn arn_partition(arn: &str) -> Option<&str> {
+    let mut fields = arn.split(':');
+    (fields.next() == Some("arn")).then_some(())?;
+    fields.next()
+}
+
 /// Whether `namespace` matches one of the allow-list entries.
 pub fn namespace_allowed(allowed: &[String], namespace: &str) -> bool {
     allowed.iter().any(|entry| match entry.strip_suffix('*') {
@@ -108,6 +131,11 @@ pub fn namespace_allowed(allowed: &[String], namespace: &str) -> bool {
 }
 
 impl AwsAccount {
+    /// The partition of the account's region.
+    pub fn partition(&self) -> &'static str {
+        partition_of_region(&self.spec.region)
+    }
+
     /// Whether objects in `namespace` may use this account.
     pub fn allows_namespace(&self, namespace: &str) -> bool {
         namespace_allowed(&self.spec.allowed_namespaces, namespace)
@@ -127,5 +155,17 @@ mod tests {
         assert!(!namespace_allowed(&allowed, "default"));
         assert!(namespace_allowed(&["*".to_string()], "anything"));
         assert!(!namespace_allowed(&[], "ops"));
+    }
+
+    #[test]
+    fn regions_and_arns_name_their_partition() {
+        assert_eq!(partition_of_region("ap-northeast-1"), "aws");
+        assert_eq!(partition_of_region("cn-north-1"), "aws-cn");
+        assert_eq!(partition_of_region("us-gov-west-1"), "aws-us-gov");
+        assert_eq!(
+            arn_partition("arn:aws-cn:iam::111111111111:root"),
+            Some("aws-cn")
+        );
+        assert_eq!(arn_partition("not-an-arn"), None);
     }
 }

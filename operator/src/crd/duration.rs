@@ -15,7 +15,7 @@ pub enum DurationError {
     Empty,
     #[error("duration {0:?} is not of the form 1h30m (hours, minutes, seconds, in that order)")]
     Malformed(String),
-    #[error("duration {0:?} is zero; a grant needs a positive duration")]
+    #[error("duration {0:?} is zero; it must be positive")]
     Zero(String),
     #[error("duration {0:?} is too long")]
     TooLong(String),

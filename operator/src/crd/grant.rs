@@ -183,6 +183,9 @@ pub struct ApprovedTerms {
     /// Access group that was approved.
     pub access_group: String,
     /// Approval ID, or empty for groups that need none.
+    // Left out when empty: the API server's server-side apply turns an empty string into a
+    // null, which the schema then refuses, and the whole status write with it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub approval_id: String,
     /// Approved duration in seconds.
     pub duration_seconds: i64,

@@ -17,7 +17,9 @@ mod grant;
 mod group;
 mod route;
 
-pub use account::{AwsAccount, AwsAccountSpec, AwsAccountStatus};
+pub use account::{
+    arn_partition, partition_of_region, AwsAccount, AwsAccountSpec, AwsAccountStatus,
+};
 pub use conditions::{set_condition, ConditionExt, ConditionStatus};
 pub use duration::{format_duration, parse_duration, DurationError, DURATION_PATTERN};
 pub use grant::{
