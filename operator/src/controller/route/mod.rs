@@ -312,7 +312,25 @@ async fn cleanup(route: Arc<PrivateLinkRoute>, ctx: Arc<Context>) -> Result<Acti
         .await;
         return Ok(Action::await_change());
     }
-    let resolved = resolve(&route, &ctx).map_err(Error::CleanupBlocked)?;
+    let namespace = route.namespace().unwrap_or_default();
+    let find = |name: &str| ctx.accounts.find(|account| account.name_any() == name);
+    let resolved = match validate::accounts(&route, &namespace, find, ctx.settings.route_resync) {
+        Ok(resolved) => resolved,
+        Err(invalid) if nothing_recorded(&route) => {
+            // Without its accounts nothing can have been built: let the route go.
+            let note = format!("no AWS resource was ever recorded ({})", invalid.message);
+            ctx.event(
+                route.as_ref(),
+                EventType::Normal,
+                "Released",
+                "Delete",
+                note,
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+        Err(invalid) => return Err(Error::CleanupBlocked(invalid)),
+    };
     let clients = clients(&ctx, &resolved).await;
     let names = names_of(&route);
     let status = route.status.as_ref();
@@ -339,6 +357,14 @@ async fn cleanup(route: Arc<PrivateLinkRoute>, ctx: Arc<Context>) -> Result<Acti
         )));
     }
     Ok(Action::await_change())
+}
+
+/// Whether the route's status has never named an AWS resource.
+fn nothing_recorded(route: &PrivateLinkRoute) -> bool {
+    route
+        .status
+        .as_ref()
+        .is_none_or(|s| s.hops == crate::crd::RouteHops::default())
 }
 
 /// Retry policy from the error class: a bad request waits for an edit, transient failures
