@@ -8,6 +8,7 @@
 //! emulator).
 
 pub mod aws;
+pub mod invariants;
 pub mod network;
 pub mod operator;
 pub mod platform;
