@@ -8,6 +8,7 @@
 //! emulator).
 
 pub mod aws;
+pub mod grants;
 pub mod invariants;
 pub mod network;
 pub mod operator;
