@@ -141,16 +141,19 @@ impl Progress {
 
 fn progress_line(phase: GrantPhase, status: &crate::crd::ProductionAccessGrantStatus) -> String {
     let message = status.message.clone().unwrap_or_default();
-    let mut line = format!("{:<17}{message}", phase.as_str());
-    if phase == GrantPhase::AwaitingApproval {
-        if let Some(id) = &status.approval_id {
-            line = format!(
-                "{:<17}waiting for approval of change request {id} ({message})",
-                phase.as_str()
-            );
+    let line = match (phase, &status.approval_id) {
+        // The operator's message usually names the change request too; say it once.
+        (GrantPhase::AwaitingApproval, Some(id)) if message.contains(id.as_str()) => {
+            format!("waiting for approval of change request {id}")
         }
-    }
-    line.trim_end().trim_end_matches(" ()").to_string()
+        (GrantPhase::AwaitingApproval, Some(id)) => {
+            format!("waiting for approval of change request {id} ({message})")
+        }
+        _ => message,
+    };
+    format!("{:<17}{line}", phase.as_str())
+        .trim_end()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -258,6 +261,17 @@ mod tests {
             ))
         );
         assert_eq!(progress.observe(&waiting), Step::Wait(None));
+        let named = at(
+            GrantPhase::AwaitingApproval,
+            "Waiting for cr-1.",
+            Some("cr-1"),
+        );
+        assert_eq!(
+            progress.observe(&named),
+            Step::Wait(Some(
+                "AwaitingApproval waiting for approval of change request cr-1".into()
+            ))
+        );
         assert_eq!(
             progress.observe(&at(GrantPhase::Active, "in", None)),
             Step::Active
