@@ -8,6 +8,8 @@ use serde::Deserialize;
 /// One AWS call the emulator served.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Call {
+    /// Seconds since the epoch.
+    pub time: f64,
     pub service: String,
     pub operation: String,
     #[serde(default)]
@@ -45,6 +47,25 @@ pub async fn operator_calls(endpoint: &str, account: &str) -> anyhow::Result<Vec
                 .is_some_and(|a| a.contains(OPERATOR_ROLE))
         })
         .collect())
+}
+
+/// The calls of one service as `seconds-since-first  Operation  session`, to show in a failure.
+pub fn timeline(calls: &[Call], service: &str) -> String {
+    let start = calls.first().map(|c| c.time).unwrap_or_default();
+    calls
+        .iter()
+        .filter(|c| c.service == service)
+        .map(|c| {
+            let session = c.caller.as_deref().and_then(|a| a.rsplit('/').next());
+            format!(
+                "  {:>8.3}s  {:<28} {}",
+                c.time - start,
+                c.operation,
+                session.unwrap_or("?")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// How many of `calls` are `operation`.
