@@ -474,14 +474,14 @@ async fn converge(
             )
             .await;
             members.retain(|m| !strays.contains(m));
+            for user in &strays {
+                ctx.shared
+                    .set_member(&group.spec.account_ref, name, user, false)
+                    .await;
+            }
         }
     }
     members.sort();
-    // Grants of this group read membership from here until the next resync.
-    let set = members.iter().cloned().collect();
-    ctx.shared
-        .put_members(&group.spec.account_ref, name, set)
-        .await;
     status.group_arn = observed.arn;
     status.member_count = members.len() as i64;
     status.members = members;

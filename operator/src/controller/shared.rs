@@ -2,8 +2,9 @@
 //! account instead of once per object.
 //!
 //! - Group membership: one `GetGroup` per IAM group per period answers every grant of that
-//!   group (the group controller's own read fills it too); the operator's own membership
-//!   changes update it in place, so a grant never waits for the next read to see its effect.
+//!   group; the operator's own membership changes update it in place, so a grant never waits
+//!   for the next read to see its effect. Only reads made under the entry's lock fill it: a
+//!   read made elsewhere could predate a change recorded meanwhile and undo it.
 //! - Withdrawn approvals: one `DescribeAutomationExecutions` per account per period, filtered to
 //!   the statuses that withdraw an approval, tells every active grant whether its approval
 //!   still stands. Nothing is withdrawn in the usual case, so the answer is empty and cheap.
@@ -87,11 +88,6 @@ impl<T: Clone> Cache<T> {
             change(value);
         }
     }
-
-    async fn put(&self, key: &str, value: T) {
-        let slot = self.slot(key);
-        slot.lock().await.value = Some((Instant::now(), value));
-    }
 }
 
 /// The shared observations of one operator.
@@ -126,11 +122,6 @@ impl SharedObservations {
         self.members
             .get_or_refresh(&key, max_age, || read_members(clients, group))
             .await
-    }
-
-    /// Records members read elsewhere (the group controller's own `GetGroup`).
-    pub async fn put_members(&self, account: &str, group: &str, members: BTreeSet<String>) {
-        self.members.put(&group_key(account, group), members).await;
     }
 
     /// Records a membership change the operator itself made.

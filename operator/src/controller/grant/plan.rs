@@ -112,6 +112,8 @@ struct Planner<'a> {
     audit: Option<Audit>,
     revoke_lag: Option<f64>,
     refused_edit: Option<String>,
+    /// Upper bound on any requeue of a live grant.
+    poll_resync: Duration,
 }
 
 impl<'a> Planner<'a> {
@@ -128,6 +130,7 @@ impl<'a> Planner<'a> {
             audit: None,
             revoke_lag: None,
             refused_edit: None,
+            poll_resync: Duration::from_secs(60),
         }
     }
 
@@ -153,6 +156,7 @@ impl<'a> Planner<'a> {
     }
 
     fn run(&mut self, requested: &ProductionAccessGrantSpec, poll: &PollSettings) {
+        self.poll_resync = poll.resync;
         let spec = &effective_spec(requested, Some(&self.status));
         if self.was.is_terminal() {
             return self.stay_terminal();
@@ -660,6 +664,9 @@ impl<'a> Planner<'a> {
             return self.end(GrantPhase::Revoked, reason, message);
         }
         self.fail(reason, message);
+        // The group or account may become ready without any change to this grant (or before
+        // the caches show the grant), so look again; an ineligible grant reads nothing in AWS.
+        self.requeue = Some(self.poll_resync);
     }
 
     /// A problem the user can fix by editing the spec or the admin objects.

@@ -583,3 +583,15 @@ fn an_approval_covers_at_most_the_group_maximum_after_its_decision() {
         .unwrap_or_else(|| unreachable!());
     assert_eq!(window.expiry.0, t(8 * 3600));
 }
+
+#[test]
+fn ineligible_grants_look_again_after_the_resync() {
+    let mut f = facts(0, ApprovalFacts::NotNeeded);
+    f.eligibility = Eligibility::Ineligible {
+        reason: "GroupNotReady",
+        message: "not yet".into(),
+    };
+    let plan = run(&spec(), &Default::default(), &f);
+    assert_eq!(plan.status.phase, GrantPhase::Failed);
+    assert_eq!(plan.requeue, Some(Duration::from_secs(60)));
+}
