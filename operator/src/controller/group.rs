@@ -438,6 +438,7 @@ async fn converge(
         let strays: Vec<String> = members
             .iter()
             .filter(|m| !granted.contains(*m))
+            .filter(|m| !ctx.shared.just_added(&group.spec.account_ref, name, m))
             .cloned()
             .collect();
         for user in &strays {

@@ -94,6 +94,8 @@ impl<T: Clone> Cache<T> {
 pub struct SharedObservations {
     members: Cache<BTreeSet<String>>,
     withdrawn: Cache<BTreeSet<String>>,
+    /// When the operator itself last added each `account/group/user`.
+    added: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl Default for SharedObservations {
@@ -101,9 +103,14 @@ impl Default for SharedObservations {
         Self {
             members: Cache::new(),
             withdrawn: Cache::new(),
+            added: std::sync::Mutex::new(HashMap::new()),
         }
     }
 }
+
+/// How long a member the operator added counts as granted even before the grant's status
+/// says so: the status is written right after the add, so this only has to cover that gap.
+const JUST_ADDED: Duration = Duration::from_secs(30);
 
 fn group_key(account: &str, group: &str) -> String {
     format!("{account}/{group}")
@@ -126,6 +133,15 @@ impl SharedObservations {
 
     /// Records a membership change the operator itself made.
     pub async fn set_member(&self, account: &str, group: &str, user: &str, member: bool) {
+        if let Ok(mut added) = self.added.lock() {
+            let key = format!("{}/{user}", group_key(account, group));
+            added.retain(|_, at| at.elapsed() < JUST_ADDED);
+            if member {
+                added.insert(key, Instant::now());
+            } else {
+                added.remove(&key);
+            }
+        }
         let user = user.to_string();
         self.members
             .update(&group_key(account, group), move |members| {
@@ -136,6 +152,17 @@ impl SharedObservations {
                 }
             })
             .await;
+    }
+
+    /// Whether the operator added `user` to the group moments ago, so that an exclusive group
+    /// does not remove a member whose grant has not yet written its Active status.
+    pub fn just_added(&self, account: &str, group: &str, user: &str) -> bool {
+        let key = format!("{}/{user}", group_key(account, group));
+        self.added
+            .lock()
+            .ok()
+            .and_then(|added| added.get(&key).map(|at| at.elapsed() < JUST_ADDED))
+            .unwrap_or(false)
     }
 
     /// IDs of approvals in `account` that were rejected, cancelled, failed or timed out, at

@@ -685,7 +685,9 @@ impl<'a> Planner<'a> {
             });
         }
         self.status.message = Some(message);
-        self.requeue = None;
+        // Some failures are fixed outside the grant (an IAM user created, an approval ID that
+        // now exists), so look again now and then; a spec edit still triggers at once.
+        self.requeue = Some(self.poll_resync * 5);
     }
 
     fn condition(&mut self, type_: &str, status: Cs, reason: &str, message: &str) {

@@ -595,3 +595,12 @@ fn ineligible_grants_look_again_after_the_resync() {
     assert_eq!(plan.status.phase, GrantPhase::Failed);
     assert_eq!(plan.requeue, Some(Duration::from_secs(60)));
 }
+
+#[test]
+fn failed_grants_look_again_for_fixes_made_outside_the_grant() {
+    let mut f = facts(0, ApprovalFacts::Found(record(ApprovalState::Approved)));
+    f.user = UserFacts::Missing;
+    let plan = run(&spec(), &Default::default(), &f);
+    assert_eq!(plan.status.phase, GrantPhase::Failed);
+    assert_eq!(plan.requeue, Some(Duration::from_secs(300)));
+}
