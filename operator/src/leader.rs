@@ -36,6 +36,20 @@ pub enum LeaseError {
         #[source]
         source: kube::Error,
     },
+    #[error("lease {name} kept changing under every write")]
+    Contended { name: String },
+}
+
+/// How many times one attempt re-reads the Lease after its write met a 409 Conflict.
+const CONFLICT_RETRIES: usize = 3;
+
+/// The outcome of one read-then-write of the Lease.
+enum Attempt {
+    Won,
+    /// Someone else holds a Lease that has not run out.
+    HeldByOther,
+    /// The Lease changed between the read and the write (409): read it again.
+    Conflict,
 }
 
 /// Whether a lease held by someone else has run out at `now`.
@@ -48,8 +62,24 @@ pub fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
 }
 
 impl Election {
-    /// Tries once to take or keep the lease. `Ok(true)` means this candidate leads now.
+    /// Tries to take or keep the lease. `Ok(true)` means this candidate leads now, `Ok(false)`
+    /// that another holder does. A 409 only says that someone wrote the Lease since it was
+    /// read (an admin's annotation, or a rival candidate): the Lease is read again to see who
+    /// holds it, so that a leader is never stopped by a write that did not take its place.
     pub async fn try_acquire(&self) -> Result<bool, LeaseError> {
+        for _ in 0..CONFLICT_RETRIES {
+            match self.attempt().await? {
+                Attempt::Won => return Ok(true),
+                Attempt::HeldByOther => return Ok(false),
+                Attempt::Conflict => continue,
+            }
+        }
+        Err(LeaseError::Contended {
+            name: self.name.clone(),
+        })
+    }
+
+    async fn attempt(&self) -> Result<Attempt, LeaseError> {
         let now = Timestamp::now();
         let existing = self
             .api
@@ -72,7 +102,7 @@ impl Election {
         let spec = lease.spec.clone().unwrap_or_default();
         let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
         if !mine && !expired(&spec, now) {
-            return Ok(false);
+            return Ok(Attempt::HeldByOther);
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!mine);
         let acquired = if mine {
@@ -99,11 +129,11 @@ impl Election {
         }
     }
 
-    fn write(&self, result: Result<Lease, kube::Error>) -> Result<bool, LeaseError> {
+    fn write(&self, result: Result<Lease, kube::Error>) -> Result<Attempt, LeaseError> {
         match result {
-            Ok(_) => Ok(true),
-            // Someone else wrote first: they lead.
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Ok(_) => Ok(Attempt::Won),
+            // Someone else wrote first; who holds the Lease now decides.
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::Conflict),
             Err(source) => Err(LeaseError::Write {
                 name: self.name.clone(),
                 source,
