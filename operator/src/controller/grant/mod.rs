@@ -45,6 +45,8 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("failed to read grant {name}: {message}")]
+    ReadGrant { name: String, message: String },
     #[error("finalizer failed: {0}")]
     Finalizer(String),
     #[error("the reconcile of grant {0} panicked")]
@@ -57,10 +59,25 @@ impl Error {
         match self {
             Self::Observe(err) => err.class(),
             Self::Act(err) => err.class(),
-            Self::WriteStatus { .. } | Self::Finalizer(_) => ErrorClass::Conflict,
+            Self::WriteStatus { .. } | Self::ReadGrant { .. } | Self::Finalizer(_) => {
+                ErrorClass::Conflict
+            }
             Self::Panicked(_) => ErrorClass::InvalidRequest,
         }
     }
+}
+
+/// How long a reconcile waits for the grant as stored before it gives up (or, for an overdue
+/// revocation, goes ahead from the cache).
+const FRESH_READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Whether a grant is Active past its expiry: its user must be removed now.
+fn is_overdue(grant: &ProductionAccessGrant, now: Timestamp) -> bool {
+    let status = grant.status.as_ref();
+    status.is_some_and(|s| s.phase == GrantPhase::Active)
+        && status
+            .and_then(|s| s.window.as_ref())
+            .is_some_and(|w| w.expiry.0 <= now)
 }
 
 /// Field manager of every status write.
@@ -76,6 +93,28 @@ pub async fn reconcile(
         kind: "ProductionAccessGrant",
     };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let ns = grant.namespace().unwrap_or_default();
+    let api: Api<ProductionAccessGrant> = Api::namespaced(ctx.client.clone(), &ns);
+    // The watch cache can lag the API server by a whole outage (a watch reconnecting with
+    // backoff, or relisting after 410 Gone). Deciding from a status that old would revoke
+    // again and rewrite revokedAt, or grant again and move the window, so decide from the
+    // grant as it is stored now.
+    let name = grant.name_any();
+    let grant = match tokio::time::timeout(FRESH_READ_TIMEOUT, api.get_opt(&name)).await {
+        Ok(Ok(Some(fresh))) => Arc::new(fresh),
+        Ok(Ok(None)) => return Ok(Action::await_change()),
+        // Without the API server, an overdue revocation still goes ahead from the cache:
+        // removing a member twice is harmless, leaving one in is not. Nothing else does.
+        _ if is_overdue(&grant, Timestamp::now()) => grant,
+        Ok(Err(err)) => {
+            let message = err.to_string();
+            return Err(Error::ReadGrant { name, message });
+        }
+        Err(_) => {
+            let message = format!("no answer within {FRESH_READ_TIMEOUT:?}");
+            return Err(Error::ReadGrant { name, message });
+        }
+    };
     if grant
         .annotations()
         .get(PAUSED_ANNOTATION)
@@ -83,8 +122,6 @@ pub async fn reconcile(
     {
         return Ok(Action::await_change());
     }
-    let ns = grant.namespace().unwrap_or_default();
-    let api: Api<ProductionAccessGrant> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, crate::crd::FINALIZER, grant, |event| async {
         match event {
             Finalizer::Apply(grant) => apply(grant, ctx.clone()).await,
@@ -132,7 +169,16 @@ async fn apply(grant: Arc<ProductionAccessGrant>, ctx: Arc<Context>) -> Result<A
     };
     let mut plan = plan::plan(&grant.spec, &old, &facts, &poll);
     if let Some(resolved) = &resolved {
-        let outcome = act::act(&ctx, &grant, &spec, resolved, &plan.actions).await?;
+        let outcome = match decision_first(&old, &plan) {
+            // The approval is claimed, then the decision recorded, then membership given.
+            Some(decided) => {
+                let (claim, give) = before_membership(&plan.actions);
+                act::act(&ctx, &grant, &spec, resolved, claim).await?;
+                write_status(&ctx, &grant, &decided).await?;
+                act::act(&ctx, &grant, &spec, resolved, give).await?
+            }
+            None => act::act(&ctx, &grant, &spec, resolved, &plan.actions).await?,
+        };
         if let Some(id) = outcome.opened_change_request {
             plan.status.message = Some(format!(
                 "Change request {id} opened; waiting for approvers."
@@ -158,6 +204,42 @@ async fn apply(grant: Arc<ProductionAccessGrant>, ctx: Arc<Context>) -> Result<A
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// The status to record before a first membership is given: the old status with the approval
+/// and the window decided now. If the status written after acting is lost (the API server is
+/// down, the operator crashes), the next reconcile finds the window the membership was given
+/// instead of choosing a later one, which would lengthen the access.
+fn decision_first(
+    old: &ProductionAccessGrantStatus,
+    plan: &GrantPlan,
+) -> Option<ProductionAccessGrantStatus> {
+    let adds = plan.actions.contains(&plan::GrantAction::AddToGroup);
+    if !adds || old.window.is_some() || plan.status.window.is_none() {
+        return None;
+    }
+    let decided = &plan.status;
+    Some(ProductionAccessGrantStatus {
+        approval_id: decided.approval_id.clone(),
+        requested_by: decided.requested_by.clone(),
+        approved_by: decided.approved_by.clone(),
+        approved_at: decided.approved_at.clone(),
+        approved: decided.approved.clone(),
+        window: decided.window.clone(),
+        ..old.clone()
+    })
+}
+
+/// Splits the actions before the first one that gives access (guard or membership).
+fn before_membership(
+    actions: &[plan::GrantAction],
+) -> (&[plan::GrantAction], &[plan::GrantAction]) {
+    use plan::GrantAction::{AddToGroup, PutExpiryGuard};
+    let at = actions
+        .iter()
+        .position(|a| matches!(a, AddToGroup | PutExpiryGuard { .. }))
+        .unwrap_or(actions.len());
+    actions.split_at(at)
 }
 
 /// Writes status, Events, the audit log line and metrics.
@@ -293,13 +375,7 @@ pub async fn revoke_overdue(
     let overdue: Vec<_> = list
         .items
         .into_iter()
-        .filter(|g| {
-            let status = g.status.as_ref();
-            status.is_some_and(|s| s.phase == GrantPhase::Active)
-                && status
-                    .and_then(|s| s.window.as_ref())
-                    .is_some_and(|w| w.expiry.0 <= now)
-        })
+        .filter(|g| is_overdue(g, now))
         .collect();
     let count = overdue.len();
     let runs = overdue
@@ -409,5 +485,74 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["a", "c"]);
         assert!(grants_of_account(&grants, &groups, "gone").is_empty());
+    }
+
+    mod decision_first {
+        use super::super::*;
+        use crate::crd::{ApprovedTerms, GrantWindow};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        use plan::GrantAction;
+
+        fn planned(actions: Vec<GrantAction>, window: bool) -> GrantPlan {
+            let at = Time(Timestamp::UNIX_EPOCH);
+            let status = ProductionAccessGrantStatus {
+                phase: GrantPhase::Active,
+                approved_at: Some(at.clone()),
+                approved: Some(ApprovedTerms {
+                    user: "alice".into(),
+                    access_group: "production".into(),
+                    approval_id: String::new(),
+                    duration_seconds: 60,
+                }),
+                window: window.then(|| GrantWindow {
+                    start: at.clone(),
+                    expiry: at,
+                }),
+                ..Default::default()
+            };
+            GrantPlan {
+                actions,
+                status,
+                requeue: None,
+                events: Vec::new(),
+                audit: None,
+                revoke_lag: None,
+            }
+        }
+
+        #[test]
+        fn the_first_membership_is_preceded_by_its_recorded_window() {
+            let old = ProductionAccessGrantStatus::default();
+            let expiry = Timestamp::UNIX_EPOCH;
+            let actions = vec![
+                GrantAction::ClaimApproval {
+                    approval_id: "cr".into(),
+                    until: expiry,
+                },
+                GrantAction::PutExpiryGuard { expiry },
+                GrantAction::AddToGroup,
+            ];
+            let plan = planned(actions.clone(), true);
+            let decided = decision_first(&old, &plan);
+            let decided = decided.unwrap_or_default();
+            assert_eq!(decided.phase, GrantPhase::Pending);
+            assert_eq!(decided.window, plan.status.window);
+            assert_eq!(decided.approved, plan.status.approved);
+            let (claim, give) = before_membership(&actions);
+            assert_eq!(claim, &actions[..1]);
+            assert_eq!(give, &actions[1..]);
+        }
+
+        #[test]
+        fn nothing_is_written_first_when_the_window_is_known_or_nothing_is_given() {
+            let plan = planned(vec![GrantAction::AddToGroup], true);
+            let known = plan.status.clone();
+            assert_eq!(decision_first(&known, &plan), None);
+            let revoke = planned(vec![GrantAction::RemoveFromGroup], true);
+            assert_eq!(
+                decision_first(&ProductionAccessGrantStatus::default(), &revoke),
+                None
+            );
+        }
     }
 }
