@@ -64,8 +64,7 @@ impl Operator {
         let selector = format!("{TEST_LABEL}={}", env.id);
         let lease = format!("prodaccess-{}", env.id);
         let metrics = format!("127.0.0.1:{port}");
-        let mut args = vec![
-            "run",
+        let defaults = [
             "--metrics-addr",
             &metrics,
             "--selector",
@@ -87,6 +86,13 @@ impl Operator {
             "--approval-poll-max",
             "2s",
         ];
+        // A flag given in `extra` replaces its default: clap refuses a flag given twice.
+        let mut args = vec!["run"];
+        for pair in defaults.chunks(2) {
+            if !extra.contains(&pair[0]) {
+                args.extend_from_slice(pair);
+            }
+        }
         args.extend_from_slice(extra);
         let child = Command::new(binary()?)
             .args(&args)
