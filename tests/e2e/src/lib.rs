@@ -8,6 +8,7 @@
 //! emulator).
 
 pub mod aws;
+pub mod bench;
 pub mod grants;
 pub mod invariants;
 pub mod network;
