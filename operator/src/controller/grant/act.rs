@@ -92,6 +92,27 @@ pub struct ActOutcome {
     pub sessions_terminated: usize,
 }
 
+/// Client settings of the membership calls. IAM answers them in well under a second; one that
+/// hangs is abandoned after 2 s and sent again, so a revocation is not held up by the
+/// client's general 10 s attempt timeout, and an abandoned AddUserToGroup has less time to
+/// land late (the revocation is confirmed for a while after, see `plan::CONFIRM_FOR`).
+fn membership_call() -> aws_sdk_iam::config::Builder {
+    use aws_config::retry::RetryConfig;
+    use aws_config::timeout::TimeoutConfig;
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .operation_attempt_timeout(std::time::Duration::from_secs(2))
+        .operation_timeout(std::time::Duration::from_secs(20))
+        .build();
+    let retries = RetryConfig::standard()
+        .with_max_attempts(6)
+        .with_initial_backoff(std::time::Duration::from_millis(200))
+        .with_max_backoff(std::time::Duration::from_secs(2));
+    aws_sdk_iam::config::Builder::default()
+        .timeout_config(timeouts)
+        .retry_config(retries)
+}
+
 /// Name of the per-user inline policy that ends session rights at expiry inside AWS.
 pub fn guard_policy_name(group: &str) -> String {
     let mut name = format!("prodaccess-expiry-{group}");
@@ -147,6 +168,8 @@ pub async fn act(
                     .add_user_to_group()
                     .user_name(user)
                     .group_name(group)
+                    .customize()
+                    .config_override(membership_call())
                     .send();
                 result.await.map_err(|err| ActError::AddUserToGroup {
                     user: user.into(),
@@ -173,6 +196,8 @@ pub async fn act(
                     .remove_user_from_group()
                     .user_name(user)
                     .group_name(group)
+                    .customize()
+                    .config_override(membership_call())
                     .send();
                 match result.await {
                     Ok(_) => ctx.shared.set_member(&account, group, user, false).await,

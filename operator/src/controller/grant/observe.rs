@@ -158,9 +158,12 @@ pub async fn observe(
         approval_used_by: None,
         other_active_until: None,
     };
-    // A finished grant needs no AWS read at all: it can never act again.
+    // A finished grant needs no AWS read, except to confirm its revocation shortly after.
     if status.phase.is_terminal() {
-        return Ok((facts, None));
+        if super::plan::confirming_for(&status, now).is_none() {
+            return Ok((facts, None));
+        }
+        return confirm(ctx, grant, spec, facts).await;
     }
     let resolved = match resolve(ctx, grant, spec).await {
         Ok(resolved) => resolved,
@@ -174,6 +177,15 @@ pub async fn observe(
         }
     };
     facts.eligibility = Eligibility::Eligible(resolved.terms.clone());
+    let overdue = status.window.as_ref().is_some_and(|w| w.expiry.0 <= now);
+    if status.phase == GrantPhase::Active && overdue {
+        // Revoked whatever AWS would say (removal is idempotent): no read, slow or failing,
+        // may hold up the end of access.
+        facts.member = true;
+        facts.approval = ApprovalFacts::NotNeeded;
+        facts.other_active_until = other_active_until(ctx, grant, spec, now);
+        return Ok((facts, Some(resolved)));
+    }
     let account = resolved.account.name_any();
     let resync = ctx.settings.grant_resync;
     if status.approved.is_some() {
@@ -417,6 +429,54 @@ fn approval_used_by(group: &AccessGroup, id: &str, uid: &str) -> Option<String> 
         .iter()
         .find(|c| c.approval_id == id && c.grant_uid != uid)
         .map(|c| c.grant.clone())
+}
+
+/// What confirming a revocation needs: whether the user is in the group now, read from IAM
+/// itself (a shared read may predate a late add), and whether another grant keeps them in.
+async fn confirm(
+    ctx: &Context,
+    grant: &ProductionAccessGrant,
+    spec: &ProductionAccessGrantSpec,
+    mut facts: GrantFacts,
+) -> Result<(GrantFacts, Option<Resolved>), ObserveError> {
+    let Ok(resolved) = resolve(ctx, grant, spec).await else {
+        return Ok((facts, None));
+    };
+    let group = &resolved.terms.group_name;
+    facts.member = is_member(&resolved.clients, &spec.user, group).await?;
+    facts.other_active_until = other_active_until(ctx, grant, spec, facts.now);
+    Ok((facts, Some(resolved)))
+}
+
+async fn is_member(clients: &AwsClients, user: &str, group: &str) -> Result<bool, ObserveError> {
+    let mut marker = None;
+    loop {
+        let out = clients
+            .iam
+            .list_groups_for_user()
+            .user_name(user)
+            .set_marker(marker)
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(err) if classify(&err) == ErrorClass::NotFound => return Ok(false),
+            Err(err) => {
+                return Err(ObserveError::ListGroupsForUser {
+                    user: user.to_string(),
+                    class: classify(&err),
+                    message: error_message(&err),
+                })
+            }
+        };
+        if out.groups().iter().any(|g| g.group_name() == group) {
+            return Ok(true);
+        }
+        match out.marker() {
+            Some(next) if out.is_truncated() => marker = Some(next.to_string()),
+            _ => return Ok(false),
+        }
+    }
 }
 
 /// The latest expiry among other active grants for the same user and group.

@@ -206,6 +206,7 @@ impl<'a> Planner<'a> {
         for condition in &mut self.status.conditions {
             condition.observed_generation = self.facts.generation;
         }
+        self.confirm_revocation();
         if self.status.conditions.iter().all(|c| c.type_ != "Ready") {
             let phase = self.status.phase;
             let ready = Cs::from_bool(phase != GrantPhase::Denied);
@@ -645,7 +646,7 @@ impl<'a> Planner<'a> {
             note: message.clone(),
         });
         self.status.message = Some(message);
-        self.requeue = None;
+        self.requeue = had_access.then_some(CONFIRM_EVERY);
     }
 
     fn revoke(&mut self) {
@@ -657,6 +658,30 @@ impl<'a> Planner<'a> {
         self.actions.push(GrantAction::RemoveFromGroup);
         self.actions.push(GrantAction::TerminateSessions);
         self.actions.push(GrantAction::RemoveExpiryGuard);
+    }
+
+    /// For a while after a revocation, looks again: an AddUserToGroup sent before it (an
+    /// attempt the client gave up on, still in flight) can land after it. A member found then
+    /// is removed again.
+    fn confirm_revocation(&mut self) {
+        let Some(left) = confirming_for(&self.status, self.facts.now) else {
+            return;
+        };
+        if self.facts.member && self.facts.other_active_until.is_none() {
+            self.actions.push(GrantAction::RemoveFromGroup);
+            self.actions.push(GrantAction::TerminateSessions);
+            let user = self.status.approved.as_ref().map(|a| a.user.clone());
+            self.events.push(PlannedEvent {
+                warning: true,
+                reason: "StrayMembershipRemoved",
+                note: format!(
+                    "{} was in the group again after the revocation (a request sent before it \
+                     landed late); removed again.",
+                    user.unwrap_or_default()
+                ),
+            });
+        }
+        self.requeue = Some(CONFIRM_EVERY.min(left));
     }
 
     fn ineligible(&mut self, reason: &'static str, message: String) {
@@ -701,6 +726,23 @@ impl<'a> Planner<'a> {
             self.facts.now,
         );
     }
+}
+
+/// How long after a revocation membership is looked at again, and how often. An attempt the
+/// SDK gave up on after its 10 s attempt timeout lands at most a little later; these checks
+/// find it within 3 s.
+pub const CONFIRM_FOR: Duration = Duration::from_secs(12);
+pub const CONFIRM_EVERY: Duration = Duration::from_secs(3);
+
+/// While a finished grant's revocation is still being confirmed, how much of that time is
+/// left.
+pub fn confirming_for(status: &ProductionAccessGrantStatus, now: Timestamp) -> Option<Duration> {
+    if !matches!(status.phase, GrantPhase::Expired | GrantPhase::Revoked) {
+        return None;
+    }
+    let revoked = status.revoked_at.as_ref()?.0;
+    let end = later(revoked, SignedDuration::try_from(CONFIRM_FOR).ok()?);
+    (now < end).then(|| until(now, end))
 }
 
 /// Whether the spec sets both approval IDs, so that neither can be taken as the approval.

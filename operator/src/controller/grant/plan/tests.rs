@@ -198,7 +198,8 @@ fn expiry_revokes_terminates_sessions_and_removes_guard() {
     assert_eq!(plan.revoke_lag, Some(1.0));
     assert_eq!(plan.audit, Some(Audit::Revoked));
     assert_eq!(reason(&plan, "Ready"), "Expired");
-    assert!(plan.requeue.is_none());
+    // Looked at again shortly, in case a membership request sent earlier lands late.
+    assert_eq!(plan.requeue, Some(CONFIRM_EVERY));
 }
 
 #[test]
@@ -603,4 +604,57 @@ fn failed_grants_look_again_for_fixes_made_outside_the_grant() {
     let plan = run(&spec(), &Default::default(), &f);
     assert_eq!(plan.status.phase, GrantPhase::Failed);
     assert_eq!(plan.requeue, Some(Duration::from_secs(300)));
+}
+
+#[test]
+fn a_late_membership_after_revocation_is_removed_again_then_left_alone() {
+    let active = activated(10);
+    let mut f = facts(3611, ApprovalFacts::Found(record(ApprovalState::Approved)));
+    f.member = true;
+    let expired = run(&spec(), &active.status, &f);
+    // 4 s later an AddUserToGroup attempt the SDK had given up on lands.
+    let mut late = facts(3615, ApprovalFacts::NotNeeded);
+    late.member = true;
+    let again = run(&spec(), &expired.status, &late);
+    assert_eq!(again.status.phase, GrantPhase::Expired);
+    assert_eq!(
+        again.actions,
+        vec![GrantAction::RemoveFromGroup, GrantAction::TerminateSessions]
+    );
+    assert!(again
+        .events
+        .iter()
+        .any(|e| e.reason == "StrayMembershipRemoved"));
+    assert_eq!(again.audit, None);
+    assert_eq!(again.status.revoked_at, expired.status.revoked_at);
+    assert_eq!(again.requeue, Some(CONFIRM_EVERY));
+    // Not a member: nothing to do, one more look while the window lasts.
+    let quiet = run(
+        &spec(),
+        &expired.status,
+        &facts(3621, ApprovalFacts::NotNeeded),
+    );
+    assert!(quiet.actions.is_empty());
+    assert_eq!(quiet.requeue, Some(Duration::from_millis(2001)));
+    // After the window the grant is left alone, as every final grant.
+    let mut done = facts(3630, ApprovalFacts::NotNeeded);
+    done.member = true;
+    let done = run(&spec(), &expired.status, &done);
+    assert!(done.actions.is_empty());
+    assert_eq!(done.requeue, None);
+}
+
+#[test]
+fn another_active_grant_keeps_a_late_membership() {
+    let active = activated(10);
+    let expired = run(
+        &spec(),
+        &active.status,
+        &facts(3611, ApprovalFacts::NotNeeded),
+    );
+    let mut late = facts(3614, ApprovalFacts::NotNeeded);
+    late.member = true;
+    late.other_active_until = Some(t(7200));
+    let again = run(&spec(), &expired.status, &late);
+    assert!(again.actions.is_empty());
 }
