@@ -1,0 +1,129 @@
+//! `crash_consistency`: the operator is killed (SIGKILL) at random moments while grants are
+//! being granted and revoked, and started again each time. Whatever it was doing when it died,
+//! the grants must still all start and end on time, no one may be in a group without a grant
+//! covering that moment, no change request may be opened twice, and nothing may be left
+//! behind.
+
+use prodaccess_e2e::invariants::{env_number, CallLog, GrantLoad, LoadPlan};
+use prodaccess_e2e::{Operator, TestEnv};
+use std::time::{Duration, Instant};
+
+/// The Lease identity of every incarnation. A SIGKILLed container is restarted by the kubelet
+/// in the same pod, under the same name, and takes its Lease back at once; a new pod would wait
+/// out the Lease (see docs/reliability.md).
+const IDENTITY: &[&str] = &["--identity", "prodaccess-crash-test"];
+
+/// Kills the operator `kills` times at random moments, 1.5 to 4 s after it was last ready,
+/// until `until`; starts it again each time. Returns the running operator, the kills made and
+/// the longest restart (kill to ready).
+async fn kill_and_restart(
+    env: &TestEnv,
+    mut operator: Operator,
+    kills: usize,
+    until: Instant,
+) -> anyhow::Result<(Operator, usize, Duration)> {
+    let mut done = 0;
+    let mut slowest = Duration::ZERO;
+    while done < kills && Instant::now() < until {
+        let wait = 1500 + rand::random::<u64>() % 2500;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        if !operator.running() {
+            anyhow::bail!("the operator exited by itself:\n{}", operator.log_tail(30));
+        }
+        let killed = Instant::now();
+        operator.kill();
+        done += 1;
+        operator = Operator::start(env, &format!("operator-{done}"), IDENTITY)?;
+        operator.wait_ready().await?;
+        slowest = slowest.max(killed.elapsed());
+    }
+    Ok((operator, done, slowest))
+}
+
+/// SIGKILL at random moments (`PRODACCESS_CRASH_KILLS`, default 12; the figure in
+/// docs/reliability.md is from 60) during a load of short grants
+/// (`PRODACCESS_CRASH_GRANTS`, default 40), some through change requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_consistency() -> anyhow::Result<()> {
+    let grants = env_number("PRODACCESS_CRASH_GRANTS", 40);
+    let kills = env_number("PRODACCESS_CRASH_KILLS", 12);
+    let env = TestEnv::new("crash").await?;
+    let endpoint = env.platform.aws_endpoint.clone();
+    let load = GrantLoad::setup(&env, grants).await?;
+    let log = CallLog::new(&endpoint, std::slice::from_ref(&load.account));
+    let poller = log.spawn_poller(Duration::from_secs(1));
+    let operator = Operator::start(&env, "operator-0", IDENTITY)?;
+    let mut first = operator;
+    first.wait_ready().await?;
+
+    // Long enough that the kills fall while grants are being granted and revoked.
+    let spread = env_number("PRODACCESS_CRASH_SPREAD_SECS", (kills * 3).max(grants / 4));
+    let plan = LoadPlan {
+        grants,
+        spread: Duration::from_secs(spread as u64),
+        min_duration_secs: 6,
+        max_duration_secs: 15,
+        change_request_every: 4,
+    };
+    let until = Instant::now() + plan.busy_for();
+    let chaos = kill_and_restart(&env, first, kills, until);
+    let (report, chaos) = load
+        .run(&env, &plan, Duration::from_secs(60), chaos)
+        .await?;
+    let (mut operator, killed, slowest) = chaos?;
+
+    let mut failures = report.failures();
+    failures.extend(load.leftovers().await?);
+    let ticketed = (0..grants).filter(|i| i.is_multiple_of(4)).count();
+    let opened = load.change_requests().await?;
+    if opened.len() != ticketed {
+        failures.push(format!(
+            "{} change requests were opened for {ticketed} grants that needed one",
+            opened.len()
+        ));
+    }
+    if killed < kills {
+        failures.push(format!(
+            "only {killed} of {kills} kills happened during the load"
+        ));
+    }
+    if !operator.running() {
+        failures.push("the last operator is not running".into());
+    }
+    log.poll().await?;
+    poller.abort();
+    let calls: usize = log.operator_counts().values().sum();
+    let done = log.operator_successes();
+    let adds = done.get("iam:AddUserToGroup").copied().unwrap_or(0);
+    if adds != grants {
+        failures.push(format!(
+            "AddUserToGroup succeeded {adds} times for {grants} grants"
+        ));
+    }
+    eprintln!(
+        "crash_consistency: {killed} SIGKILLs (slowest restart {:.1}s); {}; {calls} operator \
+         AWS calls; {} change requests",
+        slowest.as_secs_f64(),
+        report.figures(),
+        opened.len()
+    );
+    if let Err(err) = load.teardown(&env).await {
+        failures.push(format!("teardown: {err:#}"));
+    }
+    env.cleanup().await;
+    operator.kill();
+    if !failures.is_empty() {
+        let path = report.dump(&env, &log.calls()).await;
+        failures.push(format!(
+            "grants, samples and calls are in {}",
+            path.display()
+        ));
+    }
+    anyhow::ensure!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    Ok(())
+}
