@@ -84,7 +84,7 @@ emulator-test:
 # The tests run the operator and plugin binaries; cargo test does not rebuild those.
 e2e: platform-up
 	$(CARGO) build --workspace --bins
-	$(WITH_ENV) $(CARGO) test --workspace --test '*' -- --test-threads=2
+	$(WITH_ENV) $(CARGO) test --no-fail-fast --workspace --test '*' -- --test-threads=2
 
 chart-test: platform-up
 	@if [ -x tests/chart/test.sh ] || [ -f tests/chart/test.sh ]; then \
