@@ -208,6 +208,12 @@ pub struct ProductionAccessGrantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
 
+    /// When the operator asked for the change request it opens: the scheduled start it sends.
+    /// Recorded before the request, so that a retry after a crash sends the same request and
+    /// gets the same change request back instead of an IdempotentParameterMismatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_request_asked_at: Option<Time>,
+
     /// IAM identity that started the change request, as AWS reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,

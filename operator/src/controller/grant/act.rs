@@ -156,8 +156,13 @@ pub async fn act(
     let account = resolved.account.name_any();
     for action in actions {
         match action {
-            GrantAction::OpenChangeRequest { template, duration } => {
-                let id = open_change_request(grant, spec, resolved, template, *duration).await?;
+            GrantAction::OpenChangeRequest {
+                template,
+                duration,
+                asked_at,
+            } => {
+                let request = (template.as_str(), *duration, *asked_at);
+                let id = open_change_request(grant, spec, resolved, request).await?;
                 outcome.opened_change_request = Some(id);
             }
             GrantAction::ClaimApproval { approval_id, until } => {
@@ -245,15 +250,15 @@ async fn open_change_request(
     grant: &ProductionAccessGrant,
     spec: &ProductionAccessGrantSpec,
     resolved: &Resolved,
-    template: &str,
-    duration: std::time::Duration,
+    (template, duration, asked_at): (&str, std::time::Duration, Timestamp),
 ) -> Result<String, ActError> {
-    let now = Timestamp::now();
     let not_before = spec
         .not_before
         .as_deref()
         .and_then(|t| t.parse::<Timestamp>().ok());
-    let start = not_before.map_or(now, |t| t.max(now));
+    // Every parameter derives from the recorded request time, never from the clock: a retry
+    // with the same client token must send exactly the same request.
+    let start = not_before.map_or(asked_at, |t| t.max(asked_at));
     let end = start + jiff::SignedDuration::from_secs(duration.as_secs() as i64);
     let fmt = |t: Timestamp| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let name = format!(

@@ -206,20 +206,28 @@ async fn apply(grant: Arc<ProductionAccessGrant>, ctx: Arc<Context>) -> Result<A
     })
 }
 
-/// The status to record before a first membership is given: the old status with the approval
-/// and the window decided now. If the status written after acting is lost (the API server is
-/// down, the operator crashes), the next reconcile finds the window the membership was given
-/// instead of choosing a later one, which would lengthen the access.
+/// The status to record before a first membership is given or a change request is opened: the
+/// old status with the approval, the window and the request time decided now. If the status
+/// written after acting is lost (the API server is down, the operator crashes), the next
+/// reconcile finds the window the membership was given instead of choosing a later one, which
+/// would lengthen the access, and sends the same change request as before.
 fn decision_first(
     old: &ProductionAccessGrantStatus,
     plan: &GrantPlan,
 ) -> Option<ProductionAccessGrantStatus> {
     let adds = plan.actions.contains(&plan::GrantAction::AddToGroup);
-    if !adds || old.window.is_some() || plan.status.window.is_none() {
+    let first_window = adds && old.window.is_none() && plan.status.window.is_some();
+    let opens = plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, plan::GrantAction::OpenChangeRequest { .. }));
+    let first_request = opens && old.change_request_asked_at.is_none();
+    if !first_window && !first_request {
         return None;
     }
     let decided = &plan.status;
     Some(ProductionAccessGrantStatus {
+        change_request_asked_at: decided.change_request_asked_at.clone(),
         approval_id: decided.approval_id.clone(),
         requested_by: decided.requested_by.clone(),
         approved_by: decided.approved_by.clone(),
@@ -230,14 +238,20 @@ fn decision_first(
     })
 }
 
-/// Splits the actions before the first one that gives access (guard or membership).
+/// Splits the actions before the first one whose effect the recorded decision must precede:
+/// opening the change request, the guard, the membership.
 fn before_membership(
     actions: &[plan::GrantAction],
 ) -> (&[plan::GrantAction], &[plan::GrantAction]) {
-    use plan::GrantAction::{AddToGroup, PutExpiryGuard};
+    use plan::GrantAction::{AddToGroup, OpenChangeRequest, PutExpiryGuard};
     let at = actions
         .iter()
-        .position(|a| matches!(a, AddToGroup | PutExpiryGuard { .. }))
+        .position(|a| {
+            matches!(
+                a,
+                AddToGroup | PutExpiryGuard { .. } | OpenChangeRequest { .. }
+            )
+        })
         .unwrap_or(actions.len());
     actions.split_at(at)
 }

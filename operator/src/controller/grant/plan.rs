@@ -23,6 +23,8 @@ pub enum GrantAction {
     OpenChangeRequest {
         template: String,
         duration: Duration,
+        /// The scheduled start to send; the same on every retry.
+        asked_at: Timestamp,
     },
     /// Record in the group's ledger that this approval backs this grant.
     ClaimApproval {
@@ -359,9 +361,13 @@ impl<'a> Planner<'a> {
     fn no_approval_given(&mut self, terms: &GroupTerms, duration: Duration) {
         match (terms.mode, terms.change_templates.first()) {
             (ApprovalMode::ChangeRequest, Some(template)) => {
+                let asked = self.status.change_request_asked_at.as_ref();
+                let asked_at = asked.map_or(self.facts.now, |t| t.0);
+                self.status.change_request_asked_at = Some(Time(asked_at));
                 self.actions.push(GrantAction::OpenChangeRequest {
                     template: template.clone(),
                     duration,
+                    asked_at,
                 });
                 self.status.phase = GrantPhase::AwaitingApproval;
                 let msg = format!("Opening a change request from template {template}.");
@@ -620,8 +626,12 @@ impl<'a> Planner<'a> {
 
     /// Ends the grant in a final phase, revoking access if it had been given.
     fn end(&mut self, phase: GrantPhase, reason: &'static str, message: String) {
-        let had_access =
-            self.was == GrantPhase::Active || self.facts.member && self.status.granted_at.is_some();
+        // A window is recorded just before the guard and the membership are given: once it is
+        // there, either may exist even if the grant never showed Active (the operator stopped
+        // in between), so the revocation runs (every step of it is idempotent).
+        let had_access = self.was == GrantPhase::Active
+            || self.status.window.is_some()
+            || self.facts.member && self.status.granted_at.is_some();
         if had_access {
             self.revoke();
             self.audit = Some(Audit::Revoked);

@@ -446,7 +446,18 @@ fn missing_approval_opens_a_change_request_from_the_template() {
         plan.actions,
         vec![GrantAction::OpenChangeRequest {
             template: "ProdAccessTemplate".into(),
-            duration: Duration::from_secs(3600)
+            duration: Duration::from_secs(3600),
+            asked_at: t(0),
+        }]
+    );
+    // A retry (the request's answer was lost) asks again with the time first recorded.
+    let again = run(&s, &plan.status, &facts(7, ApprovalFacts::NoneGiven));
+    assert_eq!(
+        again.actions,
+        vec![GrantAction::OpenChangeRequest {
+            template: "ProdAccessTemplate".into(),
+            duration: Duration::from_secs(3600),
+            asked_at: t(0),
         }]
     );
     let mut f = facts(0, ApprovalFacts::NoneGiven);
@@ -657,4 +668,23 @@ fn another_active_grant_keeps_a_late_membership() {
     late.other_active_until = Some(t(7200));
     let again = run(&spec(), &expired.status, &late);
     assert!(again.actions.is_empty());
+}
+
+#[test]
+fn a_window_recorded_before_the_operator_stopped_is_revoked_at_expiry() {
+    // The window was written, then the operator stopped before the grant showed Active: the
+    // guard (and perhaps the membership) may exist.
+    let mut decided = activated(10).status;
+    decided.phase = GrantPhase::Pending;
+    decided.granted_at = None;
+    let plan = run(&spec(), &decided, &facts(3611, ApprovalFacts::NotNeeded));
+    assert_eq!(plan.status.phase, GrantPhase::Expired);
+    assert_eq!(
+        plan.actions,
+        vec![
+            GrantAction::RemoveFromGroup,
+            GrantAction::TerminateSessions,
+            GrantAction::RemoveExpiryGuard
+        ]
+    );
 }
