@@ -2,7 +2,7 @@
 # make bench: measures prodaccess against a local platform of its own and writes
 # target/bench/report.json (in the repository) plus a table on stdout.
 #
-# The benchmark starts a fresh platform (etcd, kube-apiserver, AWS emulator) in
+# The benchmark starts a fresh platform (etcd, kube-apiserver, AWS emulator) for each phase in
 # target/bench/platform, so no other test's objects or AWS calls mix into its figures, and stops
 # it at the end (KEEP=1 leaves it running). It builds the operator and the benchmark with the
 # release profile (BENCH_PROFILE=debug to skip that build), because memory and CPU figures of a
@@ -29,9 +29,6 @@ KEEP="${KEEP:-0}"
 say() { printf '[bench] %s\n' "$*"; }
 
 tests/platform/install.sh
-say "fresh platform in $PRODACCESS_PLATFORM_DIR"
-tests/platform/down.sh >/dev/null
-tests/platform/up.sh
 stop_platform() {
     if [ "$KEEP" = 1 ]; then
         say "KEEP=1: platform left running (PRODACCESS_PLATFORM_DIR=$PRODACCESS_PLATFORM_DIR tests/platform/down.sh)"
@@ -52,8 +49,26 @@ cargo build "${build[@]}" -p prodaccess-e2e --bin prodaccess-bench
 BIN="$CARGO_TARGET_DIR/$PROFILE"
 export PRODACCESS_OPERATOR_BIN="$BIN/prodaccess-operator"
 
+# Each phase gets a fresh platform (etcd, API server, emulator), so what one phase leaves
+# behind (objects, Events, emulator state) cannot slow the next one down.
+run_phases() {
+    local rc=0 phase parts=()
+    IFS=, read -ra phases <<<"${BENCH_PHASES:-revoke,approval,mass,population}"
+    for phase in "${phases[@]}"; do
+        say "phase $phase on a fresh platform"
+        tests/platform/down.sh >/dev/null
+        tests/platform/up.sh
+        BENCH_PHASES="$phase" BENCH_PART=1 BENCH_REPORT="$REPO/target/bench/phase-$phase.json" \
+            tests/platform/env.sh "$BIN/prodaccess-bench" || rc=1
+        parts+=("$REPO/target/bench/phase-$phase.json")
+    done
+    "$BIN/prodaccess-bench" merge "${parts[@]}" || rc=1
+    return "$rc"
+}
+
 mkdir -p target/bench
+rm -f target/bench/phase-*.json
 rc=0
-tests/platform/env.sh "$BIN/prodaccess-bench" 2>&1 | tee target/bench/bench.log || rc=$?
+run_phases 2>&1 | tee target/bench/bench.log || rc=$?
 say "report: $REPO/target/bench/report.json (log: target/bench/bench.log)"
 exit "$rc"

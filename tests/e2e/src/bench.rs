@@ -174,6 +174,7 @@ fn effective(text: &str) -> Value {
 pub async fn run(config: &BenchConfig) -> crate::Result<Value> {
     let platform = crate::Platform::get()?;
     let started = process::now();
+    let started_at = jiff::Timestamp::now().to_string();
     let log = CallLog::start(&platform.aws_endpoint).await?;
     let mut out = Map::new();
     let mut budgets = Map::new();
@@ -200,27 +201,103 @@ pub async fn run(config: &BenchConfig) -> crate::Result<Value> {
         let result = population::run(&config.population, &config.operator, &log).await;
         population_figures(&mut out, &mut budgets, result);
     }
-    let exceeded = budgets
-        .values()
-        .any(|f| calllog::any_exceeded(f.as_array().map_or(&[], |v| v)));
-    out.insert("budget_exceeded".into(), json!(exceeded));
-    out.insert("budget_checks".into(), Value::Object(budgets));
-    out.insert("call_log_lost".into(), json!(log.lost()));
-    out.insert("parameters".into(), config.parameters());
-    out.insert("machine".into(), machine);
-    out.insert("machine_load_after".into(), report::loadavg());
-    out.insert("build".into(), report::build(&platform.repo));
-    out.insert(
-        "started_at".into(),
-        json!(jiff::Timestamp::now().to_string()),
-    );
-    out.insert(
-        "wall_seconds".into(),
-        json!(stats::round(process::now() - started, 1)),
-    );
-    let mut report = Value::Object(out);
-    report["targets"] = report::targets(&report, config);
-    Ok(report)
+    let run = json!({
+        "phases": config.phases,
+        "started_at": started_at,
+        "wall_seconds": stats::round(process::now() - started, 1),
+        "load_before": machine["load_before"],
+        "load_after": report::loadavg(),
+        "call_log_lost": log.lost(),
+    });
+    let report = Report {
+        figures: out,
+        budgets,
+        machine,
+        build: report::build(&platform.repo),
+        runs: vec![run],
+    };
+    Ok(report.finish(config))
+}
+
+/// Keys of the figures the phases contribute to the report.
+const FIGURES: &[&str] = &[
+    "revoke_lag_ms",
+    "approval_to_grant_ms",
+    "mass_expiry",
+    "steady_state",
+    "cold_start",
+    "rss_mib",
+    "cpu_seconds",
+    "population",
+];
+
+/// The parts of a report before the verdicts.
+struct Report {
+    figures: Map<String, Value>,
+    budgets: Map<String, Value>,
+    machine: Value,
+    build: Value,
+    runs: Vec<Value>,
+}
+
+impl Report {
+    /// The report with the budget verdict, the parameters and the targets.
+    fn finish(self, config: &BenchConfig) -> Value {
+        let exceeded = self
+            .budgets
+            .values()
+            .any(|f| calllog::any_exceeded(f.as_array().map_or(&[], |v| v)));
+        let lost: u64 = self
+            .runs
+            .iter()
+            .filter_map(|r| r["call_log_lost"].as_u64())
+            .sum();
+        let wall: f64 = self
+            .runs
+            .iter()
+            .filter_map(|r| r["wall_seconds"].as_f64())
+            .sum();
+        let mut out = self.figures;
+        out.insert("budget_exceeded".into(), json!(exceeded));
+        out.insert("budget_checks".into(), Value::Object(self.budgets));
+        out.insert("call_log_lost".into(), json!(lost));
+        out.insert("parameters".into(), config.parameters());
+        out.insert("machine".into(), self.machine);
+        out.insert("build".into(), self.build);
+        out.insert("runs".into(), json!(self.runs));
+        out.insert("wall_seconds".into(), json!(stats::round(wall, 1)));
+        let mut report = Value::Object(out);
+        report["targets"] = report::targets(&report, config);
+        report
+    }
+}
+
+/// Combines the reports of phases run one at a time, each on a fresh platform (as `make bench`
+/// runs them), into one report.
+pub fn merge(parts: &[Value], config: &BenchConfig) -> Value {
+    let mut figures = Map::new();
+    let mut budgets = Map::new();
+    let mut runs = Vec::new();
+    for part in parts {
+        for key in FIGURES {
+            if let Some(value) = part.get(*key).filter(|v| !v.is_null()) {
+                figures.insert(key.to_string(), value.clone());
+            }
+        }
+        if let Some(checks) = part["budget_checks"].as_object() {
+            budgets.extend(checks.clone());
+        }
+        runs.extend(part["runs"].as_array().cloned().unwrap_or_default());
+    }
+    let first = parts.first().cloned().unwrap_or_default();
+    let report = Report {
+        figures,
+        budgets,
+        machine: first["machine"].clone(),
+        build: first["build"].clone(),
+        runs,
+    };
+    report.finish(config)
 }
 
 /// Records one phase's figures under `key`, and its budget findings apart.

@@ -85,6 +85,7 @@ pub async fn run(
     result["budget"] = json!(calllog::budget_check(&operator_calls, &budget));
     let metrics = operator.metrics().await.unwrap_or_default();
     result["operator_budget_metrics"] = budget_metrics(&metrics);
+    result["operator_exited"] = json!(operator.exit());
     operator.stop();
     Ok(result)
 }

@@ -68,7 +68,7 @@ pub async fn run(
     let usage = operator.usage()?;
     log.settle().await?;
     let steady_calls = log.between(window_start, window_end, Call::by_operator);
-    let steady = steady_state(
+    let mut steady = steady_state(
         config,
         settings,
         &steady_calls,
@@ -76,6 +76,8 @@ pub async fn run(
         &before,
         &after,
     )?;
+    let steady_findings = calllog::budget_check(&steady_calls, &budget);
+    steady["budget_exceeded"] = json!(calllog::any_exceeded(&steady_findings));
     let all_calls = log.between(operator.started, now(), Call::by_operator);
     let mut findings = calllog::budget_check(&all_calls, &budget);
     let (from, to) = population.setup_window;

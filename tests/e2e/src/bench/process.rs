@@ -134,6 +134,15 @@ impl BenchOperator {
         }
     }
 
+    /// How the process ended, if it has (`null` in the report while it runs).
+    pub fn exit(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(err) => Some(format!("unknown: {err}")),
+        }
+    }
+
     /// Stops the process at once (SIGKILL) and reaps it.
     pub fn stop(&mut self) {
         let _ = self.child.kill();

@@ -113,6 +113,7 @@ pub async fn run(
     });
     let mut result = measure(&grants, &accounts, &starts, &samples, &removals);
     let metrics = operator.metrics().await.unwrap_or_default();
+    let exited = operator.exit();
     let budget = prodaccess::aws::BudgetConfig::default()
         .with_overrides(&settings.budget)
         .map_err(anyhow::Error::msg)?;
@@ -124,6 +125,7 @@ pub async fn run(
         "revoke_lag_seconds_count": metric(&metrics, "prodaccess_revoke_lag_seconds_count", &[]),
     });
     result["operator_budget_metrics"] = budget_metrics(&metrics);
+    result["operator_exited"] = json!(exited);
     result["stagger_ms"] = json!(config.stagger.as_millis() as u64);
     result["grant_duration_s"] = json!(config.duration_secs);
     result["budget"] = json!(findings);

@@ -207,11 +207,39 @@ pub fn grant(
 /// Applies every object, a few at a time.
 pub async fn apply_all(env: &TestEnv, objects: Vec<Value>) -> crate::Result<()> {
     futures::stream::iter(objects)
-        .map(|mut object| async move { env.apply_value(&mut object).await })
+        .map(|object| apply_retrying(env, object))
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
+}
+
+/// Applies one object, retrying what a busy API server answers (a 5xx, a 429, a timeout) up
+/// to five times with a doubling pause; anything else fails at once.
+async fn apply_retrying(env: &TestEnv, object: Value) -> crate::Result<()> {
+    let mut pause = Duration::from_secs(1);
+    for _ in 0..5 {
+        let mut attempt = object.clone();
+        match env.apply_value(&mut attempt).await {
+            Ok(()) => return Ok(()),
+            Err(err) if busy(&err) => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let mut last = object;
+    env.apply_value(&mut last).await
+}
+
+/// Whether an API error says the server was too busy, not that the object is wrong.
+fn busy(err: &anyhow::Error) -> bool {
+    match err.downcast_ref::<kube::Error>() {
+        Some(kube::Error::Api(status)) => status.code == 429 || status.code >= 500,
+        Some(_) => true,
+        None => false,
+    }
 }
 
 /// The label selector of `env`'s objects.
