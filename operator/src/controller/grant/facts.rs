@@ -102,4 +102,6 @@ pub struct GrantFacts {
     pub approval_used_by: Option<String>,
     /// Expiry of another active grant for the same user and group, which keeps the user in.
     pub other_active_until: Option<Timestamp>,
+    /// When an earlier reconcile already revoked access in AWS but could not record it.
+    pub revoked_earlier: Option<Timestamp>,
 }

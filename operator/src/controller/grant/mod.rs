@@ -105,7 +105,7 @@ pub async fn reconcile(
         Ok(Ok(None)) => return Ok(Action::await_change()),
         // Without the API server, an overdue revocation still goes ahead from the cache:
         // removing a member twice is harmless, leaving one in is not. Nothing else does.
-        _ if is_overdue(&grant, Timestamp::now()) => grant,
+        _ if is_overdue(&grant, Timestamp::now()) => return revoke_from_cache(grant, ctx).await,
         Ok(Err(err)) => {
             let message = err.to_string();
             return Err(Error::ReadGrant { name, message });
@@ -156,17 +156,47 @@ pub async fn reconcile_isolated(
         .unwrap_or(Err(Error::Panicked(name)))
 }
 
+/// The API server does not answer and the cached grant is past its expiry: revokes in AWS now
+/// and remembers when, for the reconcile that can read and write the grant again to record.
+/// Nothing is written from the cache, which may be older than the stored grant.
+async fn revoke_from_cache(
+    grant: Arc<ProductionAccessGrant>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let name = grant.name_any();
+    let uid = grant.uid().unwrap_or_default();
+    if revocation(&ctx, &uid).is_none() {
+        let old = grant.status.clone().unwrap_or_default();
+        let spec = effective_spec(&grant.spec, Some(&old));
+        let (facts, resolved) = observe::observe(&ctx, &grant, &spec, Timestamp::now()).await?;
+        let plan = plan::plan(&grant.spec, &old, &facts, &poll_settings(&ctx));
+        if let Some(resolved) = &resolved {
+            act::act(&ctx, &grant, &spec, resolved, &plan.actions).await?;
+            if let Some(at) = plan.status.revoked_at.as_ref() {
+                remember_revocation(&ctx, &uid, at.0);
+            }
+        }
+    }
+    let message = "the API server does not answer; revoked in AWS, to be recorded".to_string();
+    Err(Error::ReadGrant { name, message })
+}
+
+fn poll_settings(ctx: &Context) -> PollSettings {
+    PollSettings {
+        min: ctx.settings.approval_poll_min,
+        max: ctx.settings.approval_poll_max,
+        resync: ctx.settings.grant_resync,
+    }
+}
+
 /// Observe, plan, act, report. Used for both apply and cleanup (when deleting).
 async fn apply(grant: Arc<ProductionAccessGrant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let now = Timestamp::now();
     let old = grant.status.clone().unwrap_or_default();
     let spec = effective_spec(&grant.spec, Some(&old));
-    let (facts, resolved) = observe::observe(&ctx, &grant, &spec, now).await?;
-    let poll = PollSettings {
-        min: ctx.settings.approval_poll_min,
-        max: ctx.settings.approval_poll_max,
-        resync: ctx.settings.grant_resync,
-    };
+    let (mut facts, resolved) = observe::observe(&ctx, &grant, &spec, now).await?;
+    facts.revoked_earlier = revocation(&ctx, &facts.uid);
+    let poll = poll_settings(&ctx);
     let mut plan = plan::plan(&grant.spec, &old, &facts, &poll);
     if let Some(resolved) = &resolved {
         let outcome = match decision_first(&old, &plan) {
@@ -199,11 +229,35 @@ async fn apply(grant: Arc<ProductionAccessGrant>, ctx: Arc<Context>) -> Result<A
         // expiry guard policy still ends session rights at the approved expiry.
         tracing::warn!(grant = %grant.name_any(), "Cannot reach the group's account to revoke");
     }
+    let revoked_now = old.revoked_at.is_none() && facts.revoked_earlier.is_none();
+    if let (true, Some(at)) = (revoked_now, plan.status.revoked_at.as_ref()) {
+        remember_revocation(&ctx, &facts.uid, at.0);
+    }
     report(&ctx, &grant, &plan, resolved.as_ref()).await?;
     Ok(match plan.requeue {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// When access of grant `uid` was already revoked in AWS by a reconcile that could not record
+/// it (the status write failed, the API server being away).
+fn revocation(ctx: &Context, uid: &str) -> Option<Timestamp> {
+    let revocations = ctx.revocations.lock().ok()?;
+    revocations.get(uid).copied()
+}
+
+/// How long a revocation is remembered: far longer than any outage a grant waits out.
+const REMEMBER_REVOCATIONS: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
+
+/// Remembers when a grant's access was revoked in AWS, so that a stale copy of the grant (the
+/// cache during an outage) neither revokes it again nor records a later time.
+fn remember_revocation(ctx: &Context, uid: &str, at: Timestamp) {
+    if let Ok(mut revocations) = ctx.revocations.lock() {
+        let oldest = Timestamp::now() - REMEMBER_REVOCATIONS;
+        revocations.retain(|_, when| *when > oldest);
+        revocations.insert(uid.to_string(), at);
+    }
 }
 
 /// The status to record before a first membership is given or a change request is opened: the

@@ -157,6 +157,7 @@ pub async fn observe(
         member: false,
         approval_used_by: None,
         other_active_until: None,
+        revoked_earlier: None,
     };
     // A finished grant needs no AWS read, except to confirm its revocation shortly after.
     if status.phase.is_terminal() {

@@ -573,7 +573,8 @@ impl<'a> Planner<'a> {
         let now = self.facts.now;
         let (start, expiry) = (window.start.0, window.expiry.0);
         if now >= expiry {
-            let lag = now.duration_since(expiry).as_secs_f64();
+            let revoked = self.facts.revoked_earlier.unwrap_or(now);
+            let lag = revoked.duration_since(expiry).as_secs_f64();
             if self.was == GrantPhase::Active {
                 self.revoke_lag = Some(lag);
             }
@@ -660,6 +661,11 @@ impl<'a> Planner<'a> {
     }
 
     fn revoke(&mut self) {
+        if let Some(at) = self.facts.revoked_earlier {
+            // Done in AWS by an earlier reconcile whose status write was lost: record when.
+            self.status.revoked_at = Some(Time(at));
+            return;
+        }
         self.status.revoked_at = Some(Time(self.facts.now));
         if self.facts.other_active_until.is_some() {
             // Another active grant for the same user and group keeps the membership.

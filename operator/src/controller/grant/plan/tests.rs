@@ -80,6 +80,7 @@ fn facts(now: i64, approval: ApprovalFacts) -> GrantFacts {
         member: false,
         approval_used_by: None,
         other_active_until: None,
+        revoked_earlier: None,
     }
 }
 
@@ -687,4 +688,16 @@ fn a_window_recorded_before_the_operator_stopped_is_revoked_at_expiry() {
             GrantAction::RemoveExpiryGuard
         ]
     );
+}
+
+#[test]
+fn a_revocation_done_before_a_lost_status_write_keeps_its_time_and_is_not_repeated() {
+    let active = activated(10);
+    let mut f = facts(3625, ApprovalFacts::NotNeeded);
+    f.revoked_earlier = Some(t(3611));
+    let plan = run(&spec(), &active.status, &f);
+    assert_eq!(plan.status.phase, GrantPhase::Expired);
+    assert_eq!(plan.status.revoked_at, Some(Time(t(3611))));
+    assert_eq!(plan.revoke_lag, Some(1.0));
+    assert!(plan.actions.is_empty());
 }
