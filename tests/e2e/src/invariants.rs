@@ -519,12 +519,20 @@ pub struct LoadPlan {
 }
 
 impl LoadPlan {
+    /// A grant's duration. Grants through a change request last at least 20 s: the change
+    /// request the operator opens ends at request time + duration, and the approval, which
+    /// takes a few seconds when everything is being disturbed, comes out of that.
     fn duration_secs(&self, index: usize) -> u64 {
         let range = self
             .max_duration_secs
             .saturating_sub(self.min_duration_secs)
             + 1;
-        self.min_duration_secs + (index as u64 * 7) % range
+        let secs = self.min_duration_secs + (index as u64 * 7) % range;
+        if self.ticketed(index) {
+            secs.max(20)
+        } else {
+            secs
+        }
     }
 
     fn ticketed(&self, index: usize) -> bool {
@@ -533,7 +541,7 @@ impl LoadPlan {
 
     /// When the last grant should have ended, from the start of the run.
     pub fn busy_for(&self) -> Duration {
-        self.spread + Duration::from_secs(self.max_duration_secs + 5)
+        self.spread + Duration::from_secs(self.max_duration_secs.max(20) + 5)
     }
 }
 
