@@ -57,7 +57,7 @@ async fn crash_consistency() -> anyhow::Result<()> {
     first.wait_ready().await?;
 
     // Long enough that the kills fall while grants are being granted and revoked.
-    let spread = env_number("PRODACCESS_CRASH_SPREAD_SECS", (kills * 3).max(grants / 4));
+    let spread = env_number("PRODACCESS_CRASH_SPREAD_SECS", (kills * 4).max(grants / 4));
     let plan = LoadPlan {
         grants,
         spread: Duration::from_secs(spread as u64),

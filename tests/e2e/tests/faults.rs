@@ -92,11 +92,6 @@ fn print_figures(test: &str, report: &LoadReport, log: &CallLog) {
 /// few answers slower than the 10 s attempt timeout), many short staggered grants all still
 /// start, end on time and leave nothing behind. `PRODACCESS_FAULT_GRANTS` sets how many
 /// (default 50; the figure in docs/reliability.md is from 1,000).
-// Ignored in `make test` until fixed: under 10 % faults a grant can end Denied and a delayed
-// AddUserToGroup can land after the revocation, leaving a member for a few seconds (seen in
-// 1 of 3 runs on a loaded machine). Run by hand: `cargo test -p prodaccess-e2e --test faults
-// -- --ignored aws_faults_converge`.
-#[ignore = "a delayed add can outlive the revocation under faults; see the comment"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_faults_converge() -> anyhow::Result<()> {
     let grants = env_number("PRODACCESS_FAULT_GRANTS", 50);
