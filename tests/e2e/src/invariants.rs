@@ -269,11 +269,12 @@ pub fn fault_rules(account: &str, delay_probability: f64) -> Vec<serde_json::Val
     rules
 }
 
-/// Operations that may answer late at random: all of a service's, except IAM's `GetGroup` (the
-/// membership samples read it; an 11 s gap would blind them) and `AddUserToGroup`. A delayed add is still served when it lands, and one that lands after
-/// its grant ended is only removed by the next check after the revocation (within 3 s, see
-/// `plan::CONFIRM_EVERY`), which can pass the 5 s this test holds every grant to. The first
-/// add of the run is delayed on purpose instead, on a grant long enough to absorb it.
+/// Operations that may answer late at random: all of a service's, except IAM's `GetGroup`
+/// (the membership samples read it; an 11 s gap would blind them) and `AddUserToGroup`. A
+/// delayed add is still served when it lands, and one that lands after its grant ended is only
+/// removed by the next check after the revocation (within 3 s, see `plan::CONFIRM_EVERY`),
+/// which can pass the 5 s this test holds every grant to. The first add of the run is delayed
+/// on purpose instead, on a grant long enough to absorb it.
 fn delayed_operations(service: &str) -> Vec<&'static str> {
     if service != "iam" {
         return vec!["*"];
