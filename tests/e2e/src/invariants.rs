@@ -269,12 +269,8 @@ pub fn fault_rules(account: &str, delay_probability: f64) -> Vec<serde_json::Val
     rules
 }
 
-/// Operations that may answer late at random: all of a service's, except IAM's `GetGroup`
-/// (the membership samples read it; an 11 s gap would blind them) and `AddUserToGroup`. A
-/// delayed add is still served when it lands, and one that lands after its grant ended is only
-/// removed by the next check after the revocation (within 3 s, see `plan::CONFIRM_EVERY`),
-/// which can pass the 5 s this test holds every grant to. The first add of the run is delayed
-/// on purpose instead, on a grant long enough to absorb it.
+/// Operations that may answer late at random: all of a service's, except IAM's `GetGroup`,
+/// which the membership samples read (an 11 s gap would blind them).
 fn delayed_operations(service: &str) -> Vec<&'static str> {
     if service != "iam" {
         return vec!["*"];
@@ -282,6 +278,7 @@ fn delayed_operations(service: &str) -> Vec<&'static str> {
     vec![
         "GetUser",
         "ListGroupsForUser",
+        "AddUserToGroup",
         "RemoveUserFromGroup",
         "PutUserPolicy",
         "DeleteUserPolicy",
@@ -548,9 +545,10 @@ pub struct LoadPlan {
 }
 
 impl LoadPlan {
-    /// A grant's duration. Grants through a change request last at least 20 s: the change
+    /// A grant's duration. Grants through a change request last at least 30 s: the change
     /// request the operator opens ends at request time + duration, and the approval, which
-    /// takes a few seconds when everything is being disturbed, comes out of that.
+    /// takes a few seconds when everything is being disturbed, comes out of that; what is
+    /// left must still be more than the 12 s within which the operator sends no add.
     fn duration_secs(&self, index: usize) -> u64 {
         let range = self
             .max_duration_secs
@@ -558,7 +556,7 @@ impl LoadPlan {
             + 1;
         let secs = self.min_duration_secs + (index as u64 * 7) % range;
         if self.ticketed(index) {
-            secs.max(20)
+            secs.max(30)
         } else {
             secs
         }
@@ -570,7 +568,7 @@ impl LoadPlan {
 
     /// When the last grant should have ended, from the start of the run.
     pub fn busy_for(&self) -> Duration {
-        self.spread + Duration::from_secs(self.max_duration_secs.max(20) + 5)
+        self.spread + Duration::from_secs(self.max_duration_secs.max(30) + 5)
     }
 }
 
@@ -905,6 +903,15 @@ impl LoadReport {
                 failures.push(format!("{name} was revoked {lag:.2}s after its expiry"));
             }
         }
+        let never = self.never_members();
+        if never.len() * 10 > self.grants.len() {
+            failures.push(format!(
+                "{} of {} grants were never seen in their group: the load proved little ({})",
+                never.len(),
+                self.grants.len(),
+                never.join(", ")
+            ));
+        }
         let gap = self.largest_sample_gap();
         if gap > MAX_SAMPLE_GAP_SECS {
             failures.push(format!(
@@ -941,6 +948,23 @@ impl LoadReport {
             }
         }
         lags
+    }
+
+    /// Grants whose user no membership sample ever saw in the group during the window. A
+    /// window too short to add the user safely (`plan::LATE_LANDING`) ends this way by design.
+    pub fn never_members(&self) -> Vec<String> {
+        self.grants
+            .iter()
+            .filter(|g| {
+                !self.samples.iter().any(|s| {
+                    s.group == g.group
+                        && s.members.contains(&g.user)
+                        && g.start.is_some_and(|start| start <= s.t1)
+                        && g.expiry.is_some_and(|expiry| s.t0 <= expiry)
+                })
+            })
+            .map(|g| g.name.clone())
+            .collect()
     }
 
     /// The longest time between two samples of the same group, in seconds.

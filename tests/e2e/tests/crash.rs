@@ -61,8 +61,8 @@ async fn crash_consistency() -> anyhow::Result<()> {
     let plan = LoadPlan {
         grants,
         spread: Duration::from_secs(spread as u64),
-        min_duration_secs: 6,
-        max_duration_secs: 15,
+        min_duration_secs: 16,
+        max_duration_secs: 24,
         change_request_every: 4,
     };
     let until = Instant::now() + plan.busy_for();

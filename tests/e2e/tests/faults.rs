@@ -32,8 +32,8 @@ fn plan(grants: usize) -> LoadPlan {
     LoadPlan {
         grants,
         spread: Duration::from_secs(spread as u64),
-        min_duration_secs: 8,
-        max_duration_secs: 20,
+        min_duration_secs: 16,
+        max_duration_secs: 26,
         change_request_every: 5,
     }
 }
@@ -534,8 +534,8 @@ async fn apiserver_faults_recover() -> anyhow::Result<()> {
     let plan = LoadPlan {
         grants,
         spread: Duration::from_secs(30),
-        min_duration_secs: 8,
-        max_duration_secs: 20,
+        min_duration_secs: 16,
+        max_duration_secs: 26,
         change_request_every: 3,
     };
     let until = Instant::now() + plan.busy_for();

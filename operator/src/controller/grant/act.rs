@@ -94,15 +94,16 @@ pub struct ActOutcome {
 
 /// Client settings of the membership calls. IAM answers them in well under a second; one that
 /// hangs is abandoned after 2 s and sent again, so a revocation is not held up by the
-/// client's general 10 s attempt timeout, and an abandoned AddUserToGroup has less time to
-/// land late (the revocation is confirmed for a while after, see `plan::CONFIRM_FOR`).
-fn membership_call() -> aws_sdk_iam::config::Builder {
+/// client's general 10 s attempt timeout. Calls that give access pass `send_by`: no attempt
+/// starts after it, so none is still on its way to IAM when the window ends (see
+/// `plan::LATE_LANDING`).
+fn membership_call(send_by: Option<Timestamp>) -> aws_sdk_iam::config::Builder {
     use aws_config::retry::RetryConfig;
     use aws_config::timeout::TimeoutConfig;
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(std::time::Duration::from_secs(2))
         .operation_attempt_timeout(std::time::Duration::from_secs(2))
-        .operation_timeout(std::time::Duration::from_secs(20))
+        .operation_timeout(operation_timeout(send_by))
         .build();
     let retries = RetryConfig::standard()
         .with_max_attempts(6)
@@ -111,6 +112,26 @@ fn membership_call() -> aws_sdk_iam::config::Builder {
     aws_sdk_iam::config::Builder::default()
         .timeout_config(timeouts)
         .retry_config(retries)
+}
+
+/// At most 20 s, and never past `send_by`.
+fn operation_timeout(send_by: Option<Timestamp>) -> std::time::Duration {
+    let most = std::time::Duration::from_secs(20);
+    let Some(send_by) = send_by else {
+        return most;
+    };
+    let left = send_by.duration_since(Timestamp::now());
+    std::time::Duration::try_from(left)
+        .unwrap_or(std::time::Duration::ZERO)
+        .min(most)
+}
+
+/// Refuses to start a call that gives access once its `send_by` has passed: the reconcile is
+/// retried, and its plan no longer gives access this close to the window's end.
+fn too_late(send_by: Timestamp) -> Option<String> {
+    (Timestamp::now() >= send_by).then(|| {
+        format!("not sent: the window ends too soon after {send_by} for the request to land")
+    })
 }
 
 /// Name of the per-user inline policy that ends session rights at expiry inside AWS.
@@ -168,13 +189,21 @@ pub async fn act(
             GrantAction::ClaimApproval { approval_id, until } => {
                 claim_approval(ctx, grant, &resolved.group, approval_id, *until).await?;
             }
-            GrantAction::AddToGroup => {
+            GrantAction::AddToGroup { send_by } => {
+                if let Some(message) = too_late(*send_by) {
+                    return Err(ActError::AddUserToGroup {
+                        user: user.into(),
+                        group: group.into(),
+                        class: ErrorClass::Connectivity,
+                        message,
+                    });
+                }
                 let result = iam
                     .add_user_to_group()
                     .user_name(user)
                     .group_name(group)
                     .customize()
-                    .config_override(membership_call())
+                    .config_override(membership_call(Some(*send_by)))
                     .send();
                 result.await.map_err(|err| ActError::AddUserToGroup {
                     user: user.into(),
@@ -184,12 +213,21 @@ pub async fn act(
                 })?;
                 ctx.shared.set_member(&account, group, user, true).await;
             }
-            GrantAction::PutExpiryGuard { expiry } => {
+            GrantAction::PutExpiryGuard { expiry, send_by } => {
+                if let Some(message) = too_late(*send_by) {
+                    return Err(ActError::PutUserPolicy {
+                        user: user.into(),
+                        class: ErrorClass::Connectivity,
+                        message,
+                    });
+                }
                 let put = iam
                     .put_user_policy()
                     .user_name(user)
                     .policy_name(guard_policy_name(group))
-                    .policy_document(guard_policy_document(*expiry));
+                    .policy_document(guard_policy_document(*expiry))
+                    .customize()
+                    .config_override(membership_call(Some(*send_by)));
                 put.send().await.map_err(|err| ActError::PutUserPolicy {
                     user: user.into(),
                     class: classify(&err),
@@ -202,7 +240,7 @@ pub async fn act(
                     .user_name(user)
                     .group_name(group)
                     .customize()
-                    .config_override(membership_call())
+                    .config_override(membership_call(None))
                     .send();
                 match result.await {
                     Ok(_) => ctx.shared.set_member(&account, group, user, false).await,

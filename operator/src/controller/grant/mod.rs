@@ -269,7 +269,10 @@ fn decision_first(
     old: &ProductionAccessGrantStatus,
     plan: &GrantPlan,
 ) -> Option<ProductionAccessGrantStatus> {
-    let adds = plan.actions.contains(&plan::GrantAction::AddToGroup);
+    let adds = plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, plan::GrantAction::AddToGroup { .. }));
     let first_window = adds && old.window.is_none() && plan.status.window.is_some();
     let opens = plan
         .actions
@@ -303,7 +306,7 @@ fn before_membership(
         .position(|a| {
             matches!(
                 a,
-                AddToGroup | PutExpiryGuard { .. } | OpenChangeRequest { .. }
+                AddToGroup { .. } | PutExpiryGuard { .. } | OpenChangeRequest { .. }
             )
         })
         .unwrap_or(actions.len());
@@ -597,8 +600,11 @@ mod tests {
                     approval_id: "cr".into(),
                     until: expiry,
                 },
-                GrantAction::PutExpiryGuard { expiry },
-                GrantAction::AddToGroup,
+                GrantAction::PutExpiryGuard {
+                    expiry,
+                    send_by: expiry,
+                },
+                GrantAction::AddToGroup { send_by: expiry },
             ];
             let plan = planned(actions.clone(), true);
             let decided = decision_first(&old, &plan);
@@ -613,7 +619,12 @@ mod tests {
 
         #[test]
         fn nothing_is_written_first_when_the_window_is_known_or_nothing_is_given() {
-            let plan = planned(vec![GrantAction::AddToGroup], true);
+            let plan = planned(
+                vec![GrantAction::AddToGroup {
+                    send_by: Timestamp::UNIX_EPOCH,
+                }],
+                true,
+            );
             let known = plan.status.clone();
             assert_eq!(decision_first(&known, &plan), None);
             let revoke = planned(vec![GrantAction::RemoveFromGroup], true);

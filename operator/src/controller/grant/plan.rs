@@ -31,10 +31,16 @@ pub enum GrantAction {
         approval_id: String,
         until: Timestamp,
     },
-    AddToGroup,
-    /// Attach the user policy that denies session actions after `expiry`.
+    /// Add the user to the group; no attempt may be sent after `send_by` (see
+    /// [`LATE_LANDING`]).
+    AddToGroup {
+        send_by: Timestamp,
+    },
+    /// Attach the user policy that denies session actions after `expiry`; no attempt may be
+    /// sent after `send_by`.
     PutExpiryGuard {
         expiry: Timestamp,
+        send_by: Timestamp,
     },
     RemoveFromGroup,
     TerminateSessions,
@@ -590,9 +596,32 @@ impl<'a> Planner<'a> {
             self.requeue = Some(until(now, start).min(poll.resync));
             return;
         }
+        let left = until(now, expiry);
+        if !self.facts.member && left <= LATE_LANDING {
+            // An add sent now could reach IAM after the revocation, and the user would be a
+            // member without a grant until the revocation is confirmed again.
+            // An Active grant whose member was removed by hand is not put back either. Either
+            // way the grant ends as usual at expiry.
+            self.requeue = Some(left);
+            if self.was == GrantPhase::Active {
+                return;
+            }
+            let msg = format!(
+                "Not granted: the window ends at {expiry}, too soon to add {} safely (an add \
+                 may take up to {} s to reach IAM).",
+                spec.user,
+                LATE_LANDING.as_secs()
+            );
+            self.condition("Granted", Cs::False, "WindowTooShort", &msg);
+            self.condition("Ready", Cs::False, "WindowTooShort", &msg);
+            self.status.message = Some(msg);
+            return;
+        }
         if !self.facts.member {
-            self.actions.push(GrantAction::PutExpiryGuard { expiry });
-            self.actions.push(GrantAction::AddToGroup);
+            let send_by = earlier(expiry, LATE_LANDING);
+            self.actions
+                .push(GrantAction::PutExpiryGuard { expiry, send_by });
+            self.actions.push(GrantAction::AddToGroup { send_by });
         }
         if self.was != GrantPhase::Active {
             self.status.granted_at = Some(Time(now));
@@ -744,6 +773,12 @@ impl<'a> Planner<'a> {
     }
 }
 
+/// How long after it was sent a membership or guard request that the client gave up on may
+/// still reach IAM. Such requests are sent only while more than this is left of the window,
+/// so none can land after the revocation. (IAM answers in well under a second; the emulator's
+/// slowest injected answer takes 11 s.)
+pub const LATE_LANDING: Duration = Duration::from_secs(12);
+
 /// How long after a revocation membership is looked at again, and how often. An attempt the
 /// SDK gave up on after its 10 s attempt timeout lands at most a little later; these checks
 /// find it within 3 s.
@@ -766,6 +801,14 @@ fn both_approval_ids(spec: &ProductionAccessGrantSpec) -> bool {
     spec.approval
         .as_ref()
         .is_some_and(|a| a.change_request_id.is_some() && a.automation_execution_id.is_some())
+}
+
+/// `at - span`, held at the first representable instant.
+fn earlier(at: Timestamp, span: Duration) -> Timestamp {
+    SignedDuration::try_from(span)
+        .ok()
+        .and_then(|span| at.checked_sub(span).ok())
+        .unwrap_or(Timestamp::MIN)
 }
 
 /// `at + span`, held at the last representable instant instead of overflowing: the times come

@@ -109,6 +109,12 @@ fn reason(plan: &GrantPlan, type_: &str) -> String {
         .unwrap_or_default()
 }
 
+fn adds(plan: &GrantPlan) -> bool {
+    plan.actions
+        .iter()
+        .any(|a| matches!(a, GrantAction::AddToGroup { .. }))
+}
+
 /// Runs the planner from a pending approval to an approved, active grant at time `now`.
 fn activated(now: i64) -> GrantPlan {
     let pending = run(
@@ -153,8 +159,11 @@ fn approval_grants_membership_with_expiry_guard_and_requeues_at_expiry() {
                 approval_id: CR.into(),
                 until: t(10) + SignedDuration::from_hours(8)
             },
-            GrantAction::PutExpiryGuard { expiry: t(3610) },
-            GrantAction::AddToGroup,
+            GrantAction::PutExpiryGuard {
+                expiry: t(3610),
+                send_by: t(3598)
+            },
+            GrantAction::AddToGroup { send_by: t(3598) },
         ]
     );
     let window = plan.status.window.clone().unwrap_or_else(|| unreachable!());
@@ -310,7 +319,7 @@ fn window_starts_at_latest_of_approval_not_before_and_schedule_and_ends_by_sched
     let window = plan.status.window.clone().unwrap_or_else(|| unreachable!());
     assert_eq!((window.start.0, window.expiry.0), (t(100), t(1000)));
     assert_eq!(plan.requeue, Some(Duration::from_millis(60_000)));
-    assert!(!plan.actions.contains(&GrantAction::AddToGroup));
+    assert!(!adds(&plan));
 }
 
 #[test]
@@ -364,11 +373,50 @@ fn member_removed_by_hand_is_added_back() {
         &active.status,
         &facts(30, ApprovalFacts::Found(record(ApprovalState::Approved))),
     );
-    assert!(plan.actions.contains(&GrantAction::AddToGroup));
+    assert!(adds(&plan));
     assert_eq!(
         plan.events.last().map(|e| e.reason),
         Some("MembershipRestored")
     );
+}
+
+#[test]
+fn no_add_is_sent_that_could_land_after_the_window() {
+    // Window 10..3610: with 12 s or less left an add could reach IAM after the revocation.
+    let active = activated(10);
+    let late = facts(3600, ApprovalFacts::Found(record(ApprovalState::Approved)));
+    let plan = run(&spec(), &active.status, &late);
+    assert!(!adds(&plan), "member removed by hand is not put back");
+    assert_eq!(plan.status.phase, GrantPhase::Active);
+    assert_eq!(plan.requeue, Some(Duration::from_millis(10_001)));
+
+    let pending = run(
+        &spec(),
+        &Default::default(),
+        &facts(0, ApprovalFacts::Found(record(ApprovalState::Pending))),
+    );
+    let mut status = activated(10).status;
+    status.phase = pending.status.phase;
+    let plan = run(&spec(), &status, &late);
+    assert!(
+        !adds(&plan),
+        "a first add this close to the end is not sent"
+    );
+    assert_eq!(plan.status.phase, status.phase);
+    assert_eq!(reason(&plan, "Granted"), "WindowTooShort");
+    let ended = facts(3610, ApprovalFacts::Found(record(ApprovalState::Approved)));
+    let plan = run(&spec(), &plan.status, &ended);
+    assert_eq!(
+        plan.status.phase,
+        GrantPhase::Expired,
+        "it ends as usual at expiry"
+    );
+
+    let in_time = facts(3597, ApprovalFacts::Found(record(ApprovalState::Approved)));
+    let plan = run(&spec(), &status, &in_time);
+    assert!(plan
+        .actions
+        .contains(&GrantAction::AddToGroup { send_by: t(3598) }));
 }
 
 #[test]
@@ -477,7 +525,7 @@ fn groups_without_approval_grant_at_once() {
     f.eligibility = Eligibility::Eligible(terms(ApprovalMode::None));
     let plan = run(&s, &Default::default(), &f);
     assert_eq!(plan.status.phase, GrantPhase::Active);
-    assert!(plan.actions.contains(&GrantAction::AddToGroup));
+    assert!(adds(&plan));
     assert!(!plan
         .actions
         .iter()
@@ -579,7 +627,7 @@ fn an_approval_covers_at_most_the_group_maximum_after_its_decision() {
     );
     assert_eq!(replay.status.phase, GrantPhase::Denied);
     assert_eq!(reason(&replay, "Ready"), "WindowClosed");
-    assert!(!replay.actions.contains(&GrantAction::AddToGroup));
+    assert!(!adds(&replay));
 
     // Nor can an earliest start far after the approval stretch it.
     let mut late = spec();
