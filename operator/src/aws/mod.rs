@@ -61,6 +61,15 @@ struct AccountKey {
     session_name: String,
 }
 
+/// The SDK's default HTTPS client, chosen explicitly: a config left to pick its own exposes
+/// no client, and the request budget is a wrapper around this one.
+fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+        .build_https()
+}
+
 /// Builds and caches clients per account.
 pub struct ClientFactory {
     base: SdkConfig,
@@ -80,6 +89,7 @@ impl ClientFactory {
             .operation_timeout(Duration::from_secs(40))
             .build();
         let base = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https_client())
             .retry_config(RetryConfig::standard().with_max_attempts(4))
             .timeout_config(timeouts)
             .load()
@@ -130,6 +140,8 @@ impl ClientFactory {
     async fn build(&self, key: &AccountKey) -> AwsClients {
         let region = Region::new(key.region.clone());
         let mut config = self.base.to_builder().region(region.clone());
+        // The base config always has its client (`https_client`); without one there would be
+        // nothing to wrap and no budget.
         if let Some(inner) = self.base.http_client() {
             // Budgets are per account: the role's account, or the operator's own identity.
             let account = key

@@ -687,6 +687,17 @@ async fn health_and_metrics_endpoints() -> anyhow::Result<()> {
             "aws calls {service} {operation}: {calls:?}\n{text}"
         );
     }
+    // Every request passes the per-account budget (it wraps the SDK's HTTP client).
+    for (service, kind) in [("iam", "write"), ("iam", "read"), ("ssm", "write")] {
+        let passed = value(
+            "prodaccess_aws_budget_requests_total",
+            &[("service", service), ("kind", kind)],
+        );
+        ensure!(
+            passed >= Some(1.0),
+            "budget requests {service} {kind}: {passed:?}\n{text}"
+        );
+    }
     ensure!(
         value("prodaccess_leader", &[]) == Some(1.0),
         "leader gauge\n{text}"
