@@ -296,6 +296,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         grants,
         ledger_lock: tokio::sync::Mutex::new(()),
         shared: Default::default(),
+        route_snapshots: Default::default(),
         revocations: Default::default(),
     });
     tokio::spawn(phase_gauges(ctx.clone()));

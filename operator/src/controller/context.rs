@@ -60,6 +60,8 @@ pub struct Context {
     pub ledger_lock: tokio::sync::Mutex<()>,
     /// Membership and withdrawn approvals, read once per period per group or account.
     pub shared: super::shared::SharedObservations,
+    /// What AWS holds for the routes of each account, read once per period per account.
+    pub route_snapshots: super::route::Snapshots,
     /// Revocations done in AWS whose status write has not landed yet (the API server was
     /// away), by grant UID: the next reconcile records that time instead of its own.
     pub revocations: std::sync::Mutex<std::collections::HashMap<String, jiff::Timestamp>>,

@@ -2,10 +2,13 @@
 //! keeps it in its desired state, and tears it down in reverse.
 //!
 //! The top-level reconcile only dispatches the finalizer's apply and cleanup. Apply is
-//! validate (pure) → observe (both accounts, by ownership tags) → plan (pure) → act → observe
-//! again if anything changed → report (status by server-side apply, Events naming what
-//! changed). Cleanup is observe → plan the reverse → act; it fails, and so keeps the
-//! finalizer, until everything is gone, waiting where AWS requires it.
+//! validate (pure) → observe → plan (pure) → act → observe again if anything changed → report
+//! (status by server-side apply, Events naming what changed). A ready route is observed from
+//! the per-account snapshots ([`snapshot`]), read once per drift-check period for every route
+//! of an account; a route the snapshot cannot vouch for, or with anything to do, is observed
+//! directly (both accounts, by ownership tags) before any write. Cleanup is direct observe →
+//! plan the reverse → act; it fails, and so keeps the finalizer, until everything is gone,
+//! waiting where AWS requires it.
 
 mod act;
 pub mod action;
@@ -13,6 +16,7 @@ mod error;
 pub mod names;
 mod observe;
 pub mod plan;
+mod snapshot;
 pub mod state;
 pub mod status;
 pub mod validate;
@@ -45,11 +49,16 @@ use observe::Clients;
 use plan::Desired;
 use validate::{Invalid, Resolved};
 
+pub use snapshot::Snapshots;
+
 /// Field manager of every status write.
 pub const MANAGER: &str = "prodaccess-operator";
 
 /// How soon a route that is still being built is checked again.
 const PROGRESS_REQUEUE: Duration = Duration::from_secs(10);
+
+/// The soonest a ready route is checked again, however old the snapshot it was checked from.
+const MIN_REQUEUE: Duration = Duration::from_secs(1);
 
 /// Why a route reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -180,14 +189,27 @@ async fn apply(route: Arc<PrivateLinkRoute>, ctx: Arc<Context>) -> Result<Action
         principals: resolved.principals.clone(),
     };
     let status = route.status.as_ref();
-    let mut observed = observe::observe(&clients, &route.spec, &names, status).await?;
+    let (mut observed, checked_at) = match shared_view(&ctx, &resolved, &clients, &route).await? {
+        // The snapshot answers only for a route with nothing to do; anything else is planned
+        // from direct reads, so every write rests on fresh, ownership-checked state.
+        Some(seen) if plan::plan(&desired, &seen.observed).ready() => {
+            (seen.observed, Some(seen.taken))
+        }
+        _ => (
+            observe::observe(&clients, &route.spec, &names, status).await?,
+            None,
+        ),
+    };
     let mut plan = plan::plan(&desired, &observed);
     let mut outcome = Outcome::default();
     if !plan.actions.is_empty() {
         let refs = Refs::from_observed(&observed);
-        outcome = executor(&clients, &route, &names, refs)
+        ctx.route_snapshots.note_write(&names.uid);
+        let run = executor(&clients, &route, &names, refs)
             .run(&plan.actions)
-            .await?;
+            .await;
+        ctx.route_snapshots.note_write(&names.uid);
+        outcome = run?;
         observed = observe::observe(&clients, &route.spec, &names, status).await?;
         plan = plan::plan(&desired, &observed);
     }
@@ -195,12 +217,46 @@ async fn apply(route: Arc<PrivateLinkRoute>, ctx: Arc<Context>) -> Result<Action
     let new_status = status::from_plan(&route, &observed, &plan, waiting, Timestamp::now());
     report(&ctx, &route, &new_status, &outcome).await?;
     Ok(Action::requeue(if plan.ready() && waiting.is_none() {
-        resolved.drift_check
+        next_check(resolved.drift_check, checked_at)
     } else if plan.problem.is_some() {
         resolved.drift_check.min(Duration::from_secs(60))
     } else {
         PROGRESS_REQUEUE
     }))
+}
+
+/// The route as the shared snapshots of its accounts show it, at most one drift-check period
+/// old, if they can vouch for it.
+async fn shared_view(
+    ctx: &Context,
+    resolved: &Resolved,
+    clients: &Clients,
+    route: &PrivateLinkRoute,
+) -> Result<Option<snapshot::Seen>, Error> {
+    let accounts = (resolved.provider.name_any(), resolved.consumer.name_any());
+    let hops = route.status.as_ref().map(|s| &s.hops);
+    let seen = ctx
+        .route_snapshots
+        .observe(
+            clients,
+            (&accounts.0, &accounts.1),
+            &route.spec,
+            &names_of(route),
+            hops,
+            resolved.drift_check,
+        )
+        .await?;
+    Ok(seen)
+}
+
+/// When a ready route is checked next: one period after the snapshot it was checked from was
+/// taken, so that the check finds it due for a refresh and drift is seen within one period;
+/// one period from now after a direct read.
+fn next_check(period: Duration, checked_at: Option<Instant>) -> Duration {
+    match checked_at {
+        Some(taken) => period.saturating_sub(taken.elapsed()).max(MIN_REQUEUE),
+        None => period,
+    }
 }
 
 /// Writes status and says in Events what changed.
@@ -337,6 +393,7 @@ async fn cleanup(route: Arc<PrivateLinkRoute>, ctx: Arc<Context>) -> Result<Acti
     let observed = observe::observe(&clients, &route.spec, &names, status).await?;
     let actions = plan::plan_cleanup(&route.spec, &observed);
     let refs = Refs::from_observed(&observed);
+    ctx.route_snapshots.note_write(&names.uid);
     let outcome = executor(&clients, &route, &names, refs)
         .run(&actions)
         .await?;
@@ -356,6 +413,7 @@ async fn cleanup(route: Arc<PrivateLinkRoute>, ctx: Arc<Context>) -> Result<Acti
             first.describe()
         )));
     }
+    ctx.route_snapshots.forget(&names.uid);
     Ok(Action::await_change())
 }
 

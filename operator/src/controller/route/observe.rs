@@ -119,7 +119,10 @@ async fn observe_balancers(
     Ok(())
 }
 
-async fn certificate_status(aws: &AwsClients, arn: &str) -> Result<Option<String>, ObserveError> {
+pub(super) async fn certificate_status(
+    aws: &AwsClients,
+    arn: &str,
+) -> Result<Option<String>, ObserveError> {
     match aws
         .acm
         .describe_certificate()
@@ -142,14 +145,14 @@ async fn certificate_status(aws: &AwsClients, arn: &str) -> Result<Option<String
     }
 }
 
-fn filter(name: &str, values: &[String]) -> Filter {
+pub(super) fn filter(name: &str, values: &[String]) -> Filter {
     Filter::builder()
         .name(name)
         .set_values(Some(values.to_vec()))
         .build()
 }
 
-async fn subnets(aws: &AwsClients, ids: &[String]) -> Result<Vec<Subnet>, ObserveError> {
+pub(super) async fn subnets(aws: &AwsClients, ids: &[String]) -> Result<Vec<Subnet>, ObserveError> {
     let out = aws
         .ec2
         .describe_subnets()
@@ -168,7 +171,10 @@ async fn subnets(aws: &AwsClients, ids: &[String]) -> Result<Vec<Subnet>, Observ
         .collect())
 }
 
-async fn instances(aws: &AwsClients, ids: &[String]) -> Result<Vec<Instance>, ObserveError> {
+pub(super) async fn instances(
+    aws: &AwsClients,
+    ids: &[String],
+) -> Result<Vec<Instance>, ObserveError> {
     let out = aws
         .ec2
         .describe_instances()
@@ -229,6 +235,17 @@ async fn target_group(
     if !elb_owned(aws, names, &arn).await? {
         return Err(ObserveError::NameTaken(name.to_string()));
     }
+    let targets = targets(aws, &arn).await?;
+    Ok(Some(TargetGroup {
+        targets,
+        ..target_group_of(group)
+    }))
+}
+
+/// A target group as ELB describes it, without its targets (a separate read).
+pub(super) fn target_group_of(
+    group: &aws_sdk_elasticloadbalancingv2::types::TargetGroup,
+) -> TargetGroup {
     let health_check = HealthCheckSettings {
         protocol: group
             .health_check_protocol()
@@ -244,19 +261,19 @@ async fn target_group(
             .unwrap_or_default()
             .to_string(),
     };
-    Ok(Some(TargetGroup {
-        targets: targets(aws, &arn).await?,
+    TargetGroup {
+        arn: group.target_group_arn().unwrap_or_default().to_string(),
+        targets: Vec::new(),
         protocol: group
             .protocol()
             .map(|p| p.as_str().to_string())
             .unwrap_or_default(),
         port: group.port().unwrap_or_default(),
         health_check,
-        arn,
-    }))
+    }
 }
 
-async fn targets(aws: &AwsClients, arn: &str) -> Result<Vec<Target>, ObserveError> {
+pub(super) async fn targets(aws: &AwsClients, arn: &str) -> Result<Vec<Target>, ObserveError> {
     let out = aws
         .elbv2
         .describe_target_health()
@@ -306,8 +323,15 @@ async fn load_balancer(
     if !elb_owned(aws, names, &arn).await? {
         return Err(ObserveError::NameTaken(name.to_string()));
     }
-    Ok(Some(LoadBalancer {
-        arn,
+    Ok(Some(load_balancer_of(lb)))
+}
+
+/// A load balancer as ELB describes it.
+pub(super) fn load_balancer_of(
+    lb: &aws_sdk_elasticloadbalancingv2::types::LoadBalancer,
+) -> LoadBalancer {
+    LoadBalancer {
+        arn: lb.load_balancer_arn().unwrap_or_default().to_string(),
         state: lb
             .state()
             .and_then(|s| s.code())
@@ -315,7 +339,7 @@ async fn load_balancer(
             .unwrap_or_default(),
         vpc_id: lb.vpc_id().unwrap_or_default().to_string(),
         dns_name: lb.dns_name().unwrap_or_default().to_string(),
-    }))
+    }
 }
 
 async fn listeners(aws: &AwsClients, lb_arn: &str) -> Result<Vec<Listener>, ObserveError> {
@@ -329,7 +353,7 @@ async fn listeners(aws: &AwsClients, lb_arn: &str) -> Result<Vec<Listener>, Obse
     Ok(out.listeners().iter().map(listener_of).collect())
 }
 
-fn listener_of(l: &aws_sdk_elasticloadbalancingv2::types::Listener) -> Listener {
+pub(super) fn listener_of(l: &aws_sdk_elasticloadbalancingv2::types::Listener) -> Listener {
     let forward_to = l
         .default_actions()
         .iter()
@@ -372,7 +396,7 @@ fn listener_of(l: &aws_sdk_elasticloadbalancingv2::types::Listener) -> Listener 
     }
 }
 
-fn ec2_owned(names: &RouteNames, tags: &[aws_sdk_ec2::types::Tag]) -> bool {
+pub(super) fn ec2_owned(names: &RouteNames, tags: &[aws_sdk_ec2::types::Tag]) -> bool {
     names.owns(
         tags.iter()
             .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())),
@@ -389,28 +413,52 @@ async fn endpoint_service(
         .send()
         .await
         .map_err(|e| ObserveError::DescribeEndpointServices(e.into()))?;
-    let found = out.service_configurations().iter().find(|s| {
-        let state = s.service_state().map(|s| s.as_str()).unwrap_or_default();
-        ec2_owned(names, s.tags()) && !matches!(state, "Deleted" | "Deleting" | "Failed")
-    });
+    let found = out
+        .service_configurations()
+        .iter()
+        .find(|s| ec2_owned(names, s.tags()) && service_in_use(s));
     let Some(service) = found else {
         return Ok(None);
     };
-    let id = service.service_id().unwrap_or_default().to_string();
+    let service = endpoint_service_of(service);
     Ok(Some(EndpointService {
+        principals: principals(aws, &service.id).await?,
+        connections: connections(aws, &service.id).await?,
+        ..service
+    }))
+}
+
+/// Whether an endpoint service is neither gone nor going.
+pub(super) fn service_in_use(service: &aws_sdk_ec2::types::ServiceConfiguration) -> bool {
+    let state = service
+        .service_state()
+        .map(|s| s.as_str())
+        .unwrap_or_default();
+    !matches!(state, "Deleted" | "Deleting" | "Failed")
+}
+
+/// An endpoint service as EC2 describes it, without principals and connections (separate
+/// reads).
+pub(super) fn endpoint_service_of(
+    service: &aws_sdk_ec2::types::ServiceConfiguration,
+) -> EndpointService {
+    EndpointService {
+        id: service.service_id().unwrap_or_default().to_string(),
         name: service.service_name().unwrap_or_default().to_string(),
         state: service
             .service_state()
             .map(|s| s.as_str().to_string())
             .unwrap_or_default(),
         acceptance_required: service.acceptance_required().unwrap_or(false),
-        principals: principals(aws, &id).await?,
-        connections: connections(aws, &id).await?,
-        id,
-    }))
+        principals: Vec::new(),
+        connections: Vec::new(),
+    }
 }
 
-async fn principals(aws: &AwsClients, service_id: &str) -> Result<Vec<String>, ObserveError> {
+pub(super) async fn principals(
+    aws: &AwsClients,
+    service_id: &str,
+) -> Result<Vec<String>, ObserveError> {
     let out = aws
         .ec2
         .describe_vpc_endpoint_service_permissions()
@@ -454,39 +502,48 @@ async fn endpoint(aws: &AwsClients, names: &RouteNames) -> Result<Option<Endpoin
         .send()
         .await
         .map_err(|e| ObserveError::DescribeEndpoints(e.into()))?;
-    let found = out.vpc_endpoints().iter().find(|e| {
-        let state = e
+    let found = out
+        .vpc_endpoints()
+        .iter()
+        .find(|e| ec2_owned(names, e.tags()) && endpoint_in_use(e));
+    Ok(found.map(endpoint_of))
+}
+
+/// Whether an interface endpoint is not yet deleted.
+pub(super) fn endpoint_in_use(endpoint: &aws_sdk_ec2::types::VpcEndpoint) -> bool {
+    let state = endpoint
+        .state()
+        .map(|s| s.as_str().to_ascii_lowercase())
+        .unwrap_or_default();
+    state != "deleted"
+}
+
+/// An interface endpoint as EC2 describes it.
+pub(super) fn endpoint_of(e: &aws_sdk_ec2::types::VpcEndpoint) -> Endpoint {
+    let dns = e.dns_entries().first();
+    Endpoint {
+        id: e.vpc_endpoint_id().unwrap_or_default().to_string(),
+        state: e
             .state()
-            .map(|s| s.as_str().to_ascii_lowercase())
-            .unwrap_or_default();
-        ec2_owned(names, e.tags()) && state != "deleted"
-    });
-    Ok(found.map(|e| {
-        let dns = e.dns_entries().first();
-        Endpoint {
-            id: e.vpc_endpoint_id().unwrap_or_default().to_string(),
-            state: e
-                .state()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
-            service_name: e.service_name().unwrap_or_default().to_string(),
-            subnet_ids: e.subnet_ids().to_vec(),
-            security_group_ids: e
-                .groups()
-                .iter()
-                .filter_map(|g| g.group_id())
-                .map(str::to_string)
-                .collect(),
-            dns_name: dns
-                .and_then(|d| d.dns_name())
-                .unwrap_or_default()
-                .to_string(),
-            dns_zone_id: dns
-                .and_then(|d| d.hosted_zone_id())
-                .unwrap_or_default()
-                .to_string(),
-        }
-    }))
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        service_name: e.service_name().unwrap_or_default().to_string(),
+        subnet_ids: e.subnet_ids().to_vec(),
+        security_group_ids: e
+            .groups()
+            .iter()
+            .filter_map(|g| g.group_id())
+            .map(str::to_string)
+            .collect(),
+        dns_name: dns
+            .and_then(|d| d.dns_name())
+            .unwrap_or_default()
+            .to_string(),
+        dns_zone_id: dns
+            .and_then(|d| d.hosted_zone_id())
+            .unwrap_or_default()
+            .to_string(),
+    }
 }
 
 /// Zone IDs without Route 53's `/hostedzone/` prefix.
@@ -526,7 +583,10 @@ async fn hosted_zone(
     }))
 }
 
-async fn existing_zone(aws: &AwsClients, id: &str) -> Result<Option<HostedZone>, ObserveError> {
+pub(super) async fn existing_zone(
+    aws: &AwsClients,
+    id: &str,
+) -> Result<Option<HostedZone>, ObserveError> {
     match aws.route53.get_hosted_zone().id(id).send().await {
         Ok(out) => Ok(out.hosted_zone().map(|z| HostedZone {
             id: bare_zone_id(z.id()),
@@ -555,7 +615,7 @@ fn same_name(a: &str, b: &str) -> bool {
         .eq_ignore_ascii_case(b.trim_end_matches('.'))
 }
 
-async fn record(
+pub(super) async fn record(
     aws: &AwsClients,
     zone_id: &str,
     host: &str,

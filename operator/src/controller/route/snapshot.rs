@@ -1,0 +1,743 @@
+//! Shared, batched observation of routes: what AWS holds for every route of an account, read
+//! at most once per drift-check period per account and handed to each route's reconcile,
+//! instead of one describe per resource per reconcile.
+//!
+//! Per account and side (provider or consumer) the snapshot holds an inventory read with
+//! multi-resource describes (every load balancer, target group and endpoint service of the
+//! provider; every interface endpoint and hosted zone of the consumer) plus the reads AWS only
+//! offers per resource or per set of IDs ("details": listeners, by ARN in batches of 20;
+//! targets per target group; principals per endpoint service; the record per zone and host;
+//! the certificate, subnets and instances a route names). A route asks for the details its
+//! status names; they are remembered, and the next refresh reads all of them for every route
+//! in one pass, so a period costs a few calls per account plus one per target group, endpoint
+//! service and zone.
+//!
+//! A snapshot only ever vouches that a route is exactly as its status recorded: every
+//! resource found under the route's deterministic name or UID tag must carry the ARN or ID
+//! status recorded. Anything else (a hop not recorded yet, another ARN under our name, a
+//! resource gone, a snapshot older than the operator's own last write to the route) yields
+//! no answer, and the caller reads the route directly, with the ownership checks of
+//! [`super::observe`], before it plans any write. So a crash between a create and the status
+//! write still never leads to a second resource, and a route being built is always planned
+//! from fresh reads.
+//!
+//! Endpoint connections are not in the snapshot: the consumer side's endpoint state already
+//! says `pendingAcceptance`, and any pending state sends the route to a direct read anyway.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+use super::error::AwsCallError;
+use super::names::RouteNames;
+use super::observe::{self, bare_zone_id, Clients, ObserveError};
+use super::state::{
+    EndpointService, HostedZone, Instance, Listener, LoadBalancer, Observed, Record, Subnet,
+    Target, TargetGroup,
+};
+use crate::aws::AwsClients;
+use crate::crd::{PrivateLinkRouteSpec, RouteHops};
+
+/// How many listener ARNs one `DescribeListeners` names.
+const LISTENER_BATCH: usize = 20;
+
+/// One read AWS offers per resource or per set of IDs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Detail {
+    Listener(String),
+    Targets(String),
+    Principals(String),
+    Certificate(String),
+    Subnets(Vec<String>),
+    Instances(Vec<String>),
+    Zone(String),
+    Record { zone_id: String, host: String },
+}
+
+/// The answer to a [`Detail`]; `None` where AWS said the resource is not there.
+#[derive(Clone, Debug, PartialEq)]
+enum Value {
+    /// The listener and the ARN of its load balancer.
+    Listener(Option<(String, Listener)>),
+    Targets(Option<Vec<Target>>),
+    Principals(Option<Vec<String>>),
+    Certificate(Option<String>),
+    Subnets(Vec<Subnet>),
+    Instances(Vec<Instance>),
+    Zone(Option<HostedZone>),
+    Record(Option<Record>),
+}
+
+/// Which of a route's two accounts an inventory describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Side {
+    Provider,
+    Consumer,
+}
+
+/// A hosted zone as `ListHostedZones` shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct ZoneSummary {
+    id: String,
+    name: String,
+    caller_reference: String,
+}
+
+/// Account-wide listings, each one paginated call (or a few).
+#[derive(Clone, Debug, Default)]
+struct Inventory {
+    balancers: HashMap<String, LoadBalancer>,
+    /// By name; targets are a detail.
+    target_groups: HashMap<String, TargetGroup>,
+    /// Services in use with their tags; principals are a detail.
+    services: Vec<(EndpointService, Vec<(String, String)>)>,
+    endpoints: Vec<(super::state::Endpoint, Vec<(String, String)>)>,
+    zones: Vec<ZoneSummary>,
+}
+
+/// One account and side.
+#[derive(Default)]
+struct Account {
+    inventory: Option<(Instant, Arc<Inventory>)>,
+    details: HashMap<Detail, (Instant, Value)>,
+    /// Details routes asked for, and when they last did: the next refresh reads these.
+    wanted: HashMap<Detail, Instant>,
+}
+
+/// What one account's snapshot says about one route.
+struct Part {
+    taken: Instant,
+    inventory: Arc<Inventory>,
+    details: HashMap<Detail, Value>,
+}
+
+/// A route as the shared snapshot shows it.
+#[derive(Debug)]
+pub struct Seen {
+    pub observed: Observed,
+    /// When the oldest read behind it started: the next check is due one period later.
+    pub taken: Instant,
+}
+
+type Slot = Arc<Mutex<Account>>;
+
+/// The snapshots of one operator, per account and side.
+#[derive(Default)]
+pub struct Snapshots {
+    accounts: std::sync::Mutex<HashMap<(Side, String), Slot>>,
+    /// When the operator last changed each route (by UID) in AWS.
+    writes: std::sync::Mutex<HashMap<String, Instant>>,
+}
+
+impl Snapshots {
+    fn slot(&self, side: Side, account: &str) -> Slot {
+        match self.accounts.lock() {
+            Ok(mut accounts) => accounts
+                .entry((side, account.to_string()))
+                .or_default()
+                .clone(),
+            // A poisoned map only means another thread panicked mid-insert; an empty slot is
+            // a correct (if uncached) answer.
+            Err(_) => Slot::default(),
+        }
+    }
+
+    /// Records that the operator changed the route with UID `uid` in AWS just now, so no
+    /// snapshot taken before stands for it.
+    pub fn note_write(&self, uid: &str) {
+        if let Ok(mut writes) = self.writes.lock() {
+            writes.insert(uid.to_string(), Instant::now());
+        }
+    }
+
+    /// Forgets a route that is gone.
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut writes) = self.writes.lock() {
+            writes.remove(uid);
+        }
+    }
+
+    fn written_since(&self, uid: &str, taken: Instant) -> bool {
+        self.writes
+            .lock()
+            .ok()
+            .and_then(|writes| writes.get(uid).map(|at| *at >= taken))
+            .unwrap_or(false)
+    }
+
+    /// The route as the snapshots of its two accounts (`AwsAccount` names) show it, each at
+    /// most `max_age` old; `None` when the snapshot cannot vouch for it and the caller must
+    /// read the route directly.
+    pub async fn observe(
+        &self,
+        clients: &Clients,
+        accounts: (&str, &str),
+        spec: &PrivateLinkRouteSpec,
+        names: &RouteNames,
+        hops: Option<&RouteHops>,
+        max_age: Duration,
+    ) -> Result<Option<Seen>, ObserveError> {
+        let Some(hops) = hops else {
+            return Ok(None);
+        };
+        let Some((provider_wants, consumer_wants)) = wanted(spec, hops) else {
+            return Ok(None);
+        };
+        let provider = self
+            .read(
+                Side::Provider,
+                accounts.0,
+                &clients.provider,
+                &provider_wants,
+                max_age,
+            )
+            .await?;
+        let consumer = self
+            .read(
+                Side::Consumer,
+                accounts.1,
+                &clients.consumer,
+                &consumer_wants,
+                max_age,
+            )
+            .await?;
+        let taken = provider.taken.min(consumer.taken);
+        if self.written_since(&names.uid, taken) {
+            return Ok(None);
+        }
+        let observed = assemble(spec, names, hops, &provider, &consumer);
+        Ok(observed.map(|observed| Seen { observed, taken }))
+    }
+
+    /// Refreshes the account's snapshot if it is `max_age` old, then reads whatever of
+    /// `wants` it lacks.
+    async fn read(
+        &self,
+        side: Side,
+        account: &str,
+        aws: &AwsClients,
+        wants: &[Detail],
+        max_age: Duration,
+    ) -> Result<Part, ObserveError> {
+        let slot = self.slot(side, account);
+        let mut entry = slot.lock().await;
+        let inventory = match &entry.inventory {
+            Some((at, inventory)) if at.elapsed() < max_age => inventory.clone(),
+            previous => {
+                let since = previous.as_ref().map(|(at, _)| *at);
+                refresh(&mut entry, side, aws, since).await?
+            }
+        };
+        let mut taken = entry
+            .inventory
+            .as_ref()
+            .map_or_else(Instant::now, |(at, _)| *at);
+        let mut details = HashMap::new();
+        for want in wants {
+            entry.wanted.insert(want.clone(), Instant::now());
+            let cached = entry
+                .details
+                .get(want)
+                .filter(|(at, _)| at.elapsed() < max_age);
+            let (at, value) = match cached {
+                Some(found) => found.clone(),
+                None => {
+                    let started = Instant::now();
+                    let value = read_detail(aws, want).await?;
+                    entry.details.insert(want.clone(), (started, value.clone()));
+                    (started, value)
+                }
+            };
+            taken = taken.min(at);
+            details.insert(want.clone(), value);
+        }
+        Ok(Part {
+            taken,
+            inventory,
+            details,
+        })
+    }
+}
+
+/// Reads the inventory of one side, then every detail some route asked for since the
+/// previous refresh (`since`). A detail whose resource the new inventory no longer has is
+/// dropped; one that fails to read is left for its route to read (and report) itself.
+async fn refresh(
+    entry: &mut Account,
+    side: Side,
+    aws: &AwsClients,
+    since: Option<Instant>,
+) -> Result<Arc<Inventory>, ObserveError> {
+    let started = Instant::now();
+    let inventory = Arc::new(match side {
+        Side::Provider => provider_inventory(aws).await?,
+        Side::Consumer => consumer_inventory(aws).await?,
+    });
+    entry
+        .wanted
+        .retain(|want, last| since.is_none_or(|at| *last >= at) && exists(&inventory, want));
+    let wanted: Vec<Detail> = entry.wanted.keys().cloned().collect();
+    let mut details = read_listeners(aws, &wanted).await.unwrap_or_default();
+    for want in wanted.iter().filter(|w| !matches!(w, Detail::Listener(_))) {
+        if let Ok(value) = read_detail(aws, want).await {
+            details.insert(want.clone(), value);
+        }
+    }
+    entry.details = details
+        .into_iter()
+        .map(|(want, value)| (want, (started, value)))
+        .collect();
+    entry.inventory = Some((started, inventory.clone()));
+    Ok(inventory)
+}
+
+/// Whether a detail's resource is still in the inventory, where the inventory lists it.
+fn exists(inventory: &Inventory, want: &Detail) -> bool {
+    match want {
+        Detail::Targets(arn) => inventory.target_groups.values().any(|g| &g.arn == arn),
+        Detail::Principals(id) => inventory.services.iter().any(|(s, _)| &s.id == id),
+        _ => true,
+    }
+}
+
+/// The details a route's snapshot view needs, per side; `None` when status has not recorded
+/// every hop yet.
+fn wanted(spec: &PrivateLinkRouteSpec, hops: &RouteHops) -> Option<(Vec<Detail>, Vec<Detail>)> {
+    let provider = &spec.provider;
+    let sorted = |ids: Vec<&String>| {
+        let set: BTreeSet<String> = ids.into_iter().cloned().collect();
+        set.into_iter().collect::<Vec<_>>()
+    };
+    let lb_subnets = sorted(
+        provider
+            .alb_subnet_ids
+            .iter()
+            .chain(&provider.nlb_subnet_ids)
+            .collect(),
+    );
+    let provider_wants = vec![
+        Detail::Certificate(provider.certificate_arn.clone()),
+        Detail::Subnets(lb_subnets),
+        Detail::Instances(sorted(provider.targets.instance_ids.iter().collect())),
+        Detail::Listener(hops.alb_listener_arn.clone()?),
+        Detail::Listener(hops.nlb_listener_arn.clone()?),
+        Detail::Targets(hops.instance_target_group_arn.clone()?),
+        Detail::Targets(hops.alb_target_group_arn.clone()?),
+        Detail::Principals(hops.endpoint_service_id.clone()?),
+    ];
+    let zone_id = hops.hosted_zone_id.clone()?;
+    let mut consumer_wants = vec![
+        Detail::Subnets(sorted(spec.consumer.subnet_ids.iter().collect())),
+        Detail::Record {
+            zone_id: zone_id.clone(),
+            host: spec.host_name.clone(),
+        },
+    ];
+    if spec.consumer.hosted_zone.zone_id.is_some() {
+        consumer_wants.push(Detail::Zone(zone_id));
+    }
+    Some((provider_wants, consumer_wants))
+}
+
+/// Builds the route's observation from the snapshots, if every resource found is the one
+/// status recorded.
+fn assemble(
+    spec: &PrivateLinkRouteSpec,
+    names: &RouteNames,
+    hops: &RouteHops,
+    provider: &Part,
+    consumer: &Part,
+) -> Option<Observed> {
+    let mut observed = Observed {
+        certificate_status: match provider
+            .detail(&Detail::Certificate(spec.provider.certificate_arn.clone()))?
+        {
+            Value::Certificate(status) => status.clone(),
+            _ => return None,
+        },
+        ..Observed::default()
+    };
+    assemble_provider(spec, names, hops, provider, &mut observed)?;
+    assemble_consumer(spec, names, hops, consumer, &mut observed)?;
+    observed.recorded_alb_listener = hops.alb_listener_arn.clone();
+    observed.recorded_nlb_listener = hops.nlb_listener_arn.clone();
+    observed.recorded_endpoint_dns = hops.endpoint_dns_name.clone();
+    Some(observed)
+}
+
+impl Part {
+    fn detail(&self, want: &Detail) -> Option<&Value> {
+        self.details.get(want)
+    }
+
+    fn subnets(&self, ids: Vec<String>) -> Option<Vec<Subnet>> {
+        let set: BTreeSet<String> = ids.into_iter().collect();
+        match self.detail(&Detail::Subnets(set.into_iter().collect()))? {
+            Value::Subnets(found) => Some(found.clone()),
+            _ => None,
+        }
+    }
+
+    fn balancer(&self, name: &str, recorded: Option<&String>) -> Option<LoadBalancer> {
+        let found = self.inventory.balancers.get(name)?;
+        (Some(&found.arn) == recorded).then(|| found.clone())
+    }
+
+    /// The recorded listener, if it is still on the load balancer `lb_arn`.
+    fn listener(&self, recorded: Option<&String>, lb_arn: &str) -> Option<Listener> {
+        match self.detail(&Detail::Listener(recorded?.clone()))? {
+            Value::Listener(Some((on, listener))) if on == lb_arn => Some(listener.clone()),
+            _ => None,
+        }
+    }
+
+    fn target_group(&self, name: &str, recorded: Option<&String>) -> Option<TargetGroup> {
+        let found = self.inventory.target_groups.get(name)?;
+        if Some(&found.arn) != recorded {
+            return None;
+        }
+        match self.detail(&Detail::Targets(found.arn.clone()))? {
+            Value::Targets(Some(targets)) => Some(TargetGroup {
+                targets: targets.clone(),
+                ..found.clone()
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn owned(names: &RouteNames, tags: &[(String, String)]) -> bool {
+    names.owns(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+fn assemble_provider(
+    spec: &PrivateLinkRouteSpec,
+    names: &RouteNames,
+    hops: &RouteHops,
+    part: &Part,
+    observed: &mut Observed,
+) -> Option<()> {
+    let provider = &spec.provider;
+    let lb_subnets = provider
+        .alb_subnet_ids
+        .iter()
+        .chain(&provider.nlb_subnet_ids);
+    observed.provider_subnets = part.subnets(lb_subnets.cloned().collect())?;
+    let mut instance_ids = provider.targets.instance_ids.clone();
+    instance_ids.sort();
+    instance_ids.dedup();
+    observed.instances = match part.detail(&Detail::Instances(instance_ids))? {
+        Value::Instances(found) => found.clone(),
+        _ => return None,
+    };
+    let alb = part.balancer(&names.alb(), hops.alb_arn.as_ref())?;
+    let nlb = part.balancer(&names.nlb(), hops.nlb_arn.as_ref())?;
+    observed.alb_listeners = vec![part.listener(hops.alb_listener_arn.as_ref(), &alb.arn)?];
+    observed.nlb_listeners = vec![part.listener(hops.nlb_listener_arn.as_ref(), &nlb.arn)?];
+    observed.alb = Some(alb);
+    observed.nlb = Some(nlb);
+    let itg = names.instance_target_group();
+    observed.instance_target_group =
+        Some(part.target_group(&itg, hops.instance_target_group_arn.as_ref())?);
+    let atg = names.alb_target_group();
+    observed.alb_target_group = Some(part.target_group(&atg, hops.alb_target_group_arn.as_ref())?);
+    let (service, _) = part
+        .inventory
+        .services
+        .iter()
+        .find(|(_, tags)| owned(names, tags))?;
+    if Some(&service.id) != hops.endpoint_service_id.as_ref() {
+        return None;
+    }
+    let Value::Principals(Some(principals)) =
+        part.detail(&Detail::Principals(service.id.clone()))?
+    else {
+        return None;
+    };
+    observed.endpoint_service = Some(EndpointService {
+        principals: principals.clone(),
+        ..service.clone()
+    });
+    Some(())
+}
+
+fn assemble_consumer(
+    spec: &PrivateLinkRouteSpec,
+    names: &RouteNames,
+    hops: &RouteHops,
+    part: &Part,
+    observed: &mut Observed,
+) -> Option<()> {
+    let consumer = &spec.consumer;
+    observed.consumer_subnets = part.subnets(consumer.subnet_ids.clone())?;
+    let (endpoint, _) = part
+        .inventory
+        .endpoints
+        .iter()
+        .find(|(_, tags)| owned(names, tags))?;
+    if Some(&endpoint.id) != hops.endpoint_id.as_ref() {
+        return None;
+    }
+    observed.endpoint = Some(endpoint.clone());
+    let recorded_zone = hops.hosted_zone_id.clone()?;
+    let zone = if consumer.hosted_zone.zone_id.is_some() {
+        match part.detail(&Detail::Zone(recorded_zone.clone()))? {
+            Value::Zone(Some(zone)) => zone.clone(),
+            _ => return None,
+        }
+    } else {
+        let reference = names.zone_caller_reference();
+        let found = part
+            .inventory
+            .zones
+            .iter()
+            .find(|z| z.caller_reference == reference)?;
+        HostedZone {
+            id: found.id.clone(),
+            name: found.name.clone(),
+            owned: true,
+            vpc_ids: vec![consumer.vpc_id.clone()],
+        }
+    };
+    if zone.id != recorded_zone {
+        return None;
+    }
+    let record = Detail::Record {
+        zone_id: zone.id.clone(),
+        host: spec.host_name.clone(),
+    };
+    observed.record = match part.detail(&record)? {
+        Value::Record(record) => record.clone(),
+        _ => return None,
+    };
+    observed.hosted_zone = Some(zone);
+    Some(())
+}
+
+/// Every load balancer, target group and endpoint service of a provider account.
+async fn provider_inventory(aws: &AwsClients) -> Result<Inventory, ObserveError> {
+    let mut inventory = Inventory::default();
+    let mut marker = None;
+    loop {
+        let out = aws
+            .elbv2
+            .describe_load_balancers()
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| ObserveError::DescribeLoadBalancers("(all)".into(), e.into()))?;
+        for lb in out.load_balancers() {
+            let name = lb.load_balancer_name().unwrap_or_default().to_string();
+            inventory
+                .balancers
+                .insert(name, observe::load_balancer_of(lb));
+        }
+        match out.next_marker() {
+            Some(next) if !next.is_empty() => marker = Some(next.to_string()),
+            _ => break,
+        }
+    }
+    let mut marker = None;
+    loop {
+        let out = aws
+            .elbv2
+            .describe_target_groups()
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| ObserveError::DescribeTargetGroups("(all)".into(), e.into()))?;
+        for group in out.target_groups() {
+            let name = group.target_group_name().unwrap_or_default().to_string();
+            inventory
+                .target_groups
+                .insert(name, observe::target_group_of(group));
+        }
+        match out.next_marker() {
+            Some(next) if !next.is_empty() => marker = Some(next.to_string()),
+            _ => break,
+        }
+    }
+    inventory.services = endpoint_services(aws).await?;
+    Ok(inventory)
+}
+
+fn ec2_tags(tags: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
+    tags.iter()
+        .map(|t| {
+            let key = t.key().unwrap_or_default().to_string();
+            (key, t.value().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+async fn endpoint_services(
+    aws: &AwsClients,
+) -> Result<Vec<(EndpointService, Vec<(String, String)>)>, ObserveError> {
+    let mut services = Vec::new();
+    let mut token = None;
+    loop {
+        let out = aws
+            .ec2
+            .describe_vpc_endpoint_service_configurations()
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| ObserveError::DescribeEndpointServices(e.into()))?;
+        let in_use = out
+            .service_configurations()
+            .iter()
+            .filter(|s| observe::service_in_use(s));
+        services.extend(in_use.map(|s| (observe::endpoint_service_of(s), ec2_tags(s.tags()))));
+        match out.next_token() {
+            Some(next) if !next.is_empty() => token = Some(next.to_string()),
+            _ => return Ok(services),
+        }
+    }
+}
+
+/// Every interface endpoint and hosted zone of a consumer account.
+async fn consumer_inventory(aws: &AwsClients) -> Result<Inventory, ObserveError> {
+    let mut inventory = Inventory::default();
+    let mut token = None;
+    loop {
+        let out = aws
+            .ec2
+            .describe_vpc_endpoints()
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| ObserveError::DescribeEndpoints(e.into()))?;
+        let in_use = out
+            .vpc_endpoints()
+            .iter()
+            .filter(|e| observe::endpoint_in_use(e));
+        let found = in_use.map(|e| (observe::endpoint_of(e), ec2_tags(e.tags())));
+        inventory.endpoints.extend(found);
+        match out.next_token() {
+            Some(next) if !next.is_empty() => token = Some(next.to_string()),
+            _ => break,
+        }
+    }
+    let mut marker = None;
+    loop {
+        let out = aws
+            .route53
+            .list_hosted_zones()
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| ObserveError::ListHostedZones(e.into()))?;
+        inventory
+            .zones
+            .extend(out.hosted_zones().iter().map(|z| ZoneSummary {
+                id: bare_zone_id(z.id()),
+                name: z.name().to_string(),
+                caller_reference: z.caller_reference().to_string(),
+            }));
+        match out.next_marker() {
+            Some(next) if out.is_truncated() => marker = Some(next.to_string()),
+            _ => return Ok(inventory),
+        }
+    }
+}
+
+/// Reads one detail.
+async fn read_detail(aws: &AwsClients, want: &Detail) -> Result<Value, ObserveError> {
+    Ok(match want {
+        Detail::Listener(_) => {
+            let mut found = read_listeners(aws, std::slice::from_ref(want)).await?;
+            found.remove(want).unwrap_or(Value::Listener(None))
+        }
+        Detail::Targets(arn) => Value::Targets(none_if_gone(observe::targets(aws, arn).await)?),
+        Detail::Principals(id) => {
+            Value::Principals(none_if_gone(observe::principals(aws, id).await)?)
+        }
+        Detail::Certificate(arn) => {
+            Value::Certificate(observe::certificate_status(aws, arn).await?)
+        }
+        Detail::Subnets(ids) => Value::Subnets(observe::subnets(aws, ids).await?),
+        Detail::Instances(ids) => Value::Instances(observe::instances(aws, ids).await?),
+        Detail::Zone(id) => Value::Zone(observe::existing_zone(aws, id).await?),
+        Detail::Record { zone_id, host } => {
+            let record = observe::record(aws, zone_id, host).await;
+            Value::Record(none_if_gone(record)?.flatten())
+        }
+    })
+}
+
+/// Turns "not found" from a per-resource read into `None`: the resource went away after the
+/// inventory was read.
+fn none_if_gone<T>(result: Result<T, ObserveError>) -> Result<Option<T>, ObserveError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(
+            ObserveError::DescribeTargetHealth(call)
+            | ObserveError::DescribeServicePermissions(call)
+            | ObserveError::ListRecords(call),
+        ) if call.is_not_found() => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Reads every listener among `wanted`, `LISTENER_BATCH` ARNs per call. AWS fails a whole
+/// call when one ARN is gone (the emulator leaves it out instead), so a failed batch is read
+/// again one ARN at a time.
+async fn read_listeners(
+    aws: &AwsClients,
+    wanted: &[Detail],
+) -> Result<HashMap<Detail, Value>, ObserveError> {
+    let arns: Vec<&String> = wanted
+        .iter()
+        .filter_map(|w| match w {
+            Detail::Listener(arn) => Some(arn),
+            _ => None,
+        })
+        .collect();
+    let mut found: BTreeMap<String, (String, Listener)> = BTreeMap::new();
+    for batch in arns.chunks(LISTENER_BATCH) {
+        match describe_listeners(aws, batch).await {
+            Ok(listeners) => found.extend(listeners),
+            Err(err) if err.is_not_found() && batch.len() > 1 => {
+                for arn in batch {
+                    match describe_listeners(aws, &[*arn]).await {
+                        Ok(listeners) => found.extend(listeners),
+                        Err(err) if err.is_not_found() => {}
+                        Err(err) => return Err(ObserveError::DescribeListeners(err)),
+                    }
+                }
+            }
+            Err(err) if err.is_not_found() => {}
+            Err(err) => return Err(ObserveError::DescribeListeners(err)),
+        }
+    }
+    Ok(arns
+        .into_iter()
+        .map(|arn| {
+            let value = Value::Listener(found.get(arn).cloned());
+            (Detail::Listener(arn.clone()), value)
+        })
+        .collect())
+}
+
+/// Listeners by ARN, with the ARN of each one's load balancer.
+async fn describe_listeners(
+    aws: &AwsClients,
+    arns: &[&String],
+) -> Result<Vec<(String, (String, Listener))>, AwsCallError> {
+    let out = aws
+        .elbv2
+        .describe_listeners()
+        .set_listener_arns(Some(arns.iter().map(|a| a.to_string()).collect()))
+        .send()
+        .await?;
+    Ok(out
+        .listeners()
+        .iter()
+        .map(|l| {
+            let listener = observe::listener_of(l);
+            let lb_arn = l.load_balancer_arn().unwrap_or_default().to_string();
+            (listener.arn.clone(), (lb_arn, listener))
+        })
+        .collect())
+}
