@@ -741,3 +741,277 @@ async fn describe_listeners(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::names::UID_TAG;
+    use super::super::plan::plan;
+    use super::super::tests::{converged, desired, spec};
+    use super::*;
+    use crate::crd::PrivateLinkRouteSpec;
+
+    fn names() -> RouteNames {
+        RouteNames::new("prod", "admin-console", "uid-1")
+    }
+
+    fn tags(uid: &str) -> Vec<(String, String)> {
+        vec![(UID_TAG.to_string(), uid.to_string())]
+    }
+
+    /// Hops as status records them for `observed`.
+    fn hops_of(spec: &PrivateLinkRouteSpec, observed: &Observed) -> RouteHops {
+        super::super::status::hops(spec, observed)
+    }
+
+    /// The two snapshots an account pair would hold for a route that is as `observed` says.
+    fn snapshots_of(spec: &PrivateLinkRouteSpec, observed: &Observed) -> (Part, Part) {
+        let names = names();
+        let (provider_wants, consumer_wants) =
+            wanted(spec, &hops_of(spec, observed)).unwrap_or_default();
+        let at = Instant::now();
+        let mut inventory = Inventory::default();
+        for (name, lb) in [(names.alb(), &observed.alb), (names.nlb(), &observed.nlb)] {
+            if let Some(lb) = lb {
+                inventory.balancers.insert(name, lb.clone());
+            }
+        }
+        let groups = [
+            (
+                names.instance_target_group(),
+                &observed.instance_target_group,
+            ),
+            (names.alb_target_group(), &observed.alb_target_group),
+        ];
+        for (name, group) in groups {
+            if let Some(group) = group {
+                let bare = TargetGroup {
+                    targets: Vec::new(),
+                    ..group.clone()
+                };
+                inventory.target_groups.insert(name, bare);
+            }
+        }
+        if let Some(service) = &observed.endpoint_service {
+            let bare = EndpointService {
+                principals: Vec::new(),
+                connections: Vec::new(),
+                ..service.clone()
+            };
+            inventory.services.push((bare, tags(&names.uid)));
+        }
+        let mut details = HashMap::new();
+        for want in &provider_wants {
+            let value = match want {
+                Detail::Certificate(_) => Value::Certificate(observed.certificate_status.clone()),
+                Detail::Subnets(_) => Value::Subnets(observed.provider_subnets.clone()),
+                Detail::Instances(_) => Value::Instances(observed.instances.clone()),
+                Detail::Listener(arn) => {
+                    let on = |lb: &Option<LoadBalancer>, listeners: &[Listener]| {
+                        let lb_arn = lb.as_ref().map(|l| l.arn.clone()).unwrap_or_default();
+                        let found = listeners.iter().find(|l| &l.arn == arn);
+                        found.map(|l| (lb_arn, l.clone()))
+                    };
+                    let found = on(&observed.alb, &observed.alb_listeners)
+                        .or_else(|| on(&observed.nlb, &observed.nlb_listeners));
+                    Value::Listener(found)
+                }
+                Detail::Targets(arn) => {
+                    let groups = [&observed.instance_target_group, &observed.alb_target_group];
+                    let found = groups.into_iter().flatten().find(|g| &g.arn == arn);
+                    Value::Targets(found.map(|g| g.targets.clone()))
+                }
+                Detail::Principals(_) => Value::Principals(
+                    observed
+                        .endpoint_service
+                        .as_ref()
+                        .map(|s| s.principals.clone()),
+                ),
+                _ => continue,
+            };
+            details.insert(want.clone(), value);
+        }
+        let provider = Part {
+            taken: at,
+            inventory: Arc::new(inventory),
+            details,
+        };
+        let mut inventory = Inventory::default();
+        if let Some(endpoint) = &observed.endpoint {
+            inventory
+                .endpoints
+                .push((endpoint.clone(), tags(&names.uid)));
+        }
+        if let Some(zone) = &observed.hosted_zone {
+            inventory.zones.push(ZoneSummary {
+                id: zone.id.clone(),
+                name: zone.name.clone(),
+                caller_reference: names.zone_caller_reference(),
+            });
+        }
+        let mut details = HashMap::new();
+        for want in &consumer_wants {
+            let value = match want {
+                Detail::Subnets(_) => Value::Subnets(observed.consumer_subnets.clone()),
+                Detail::Record { .. } => Value::Record(observed.record.clone()),
+                Detail::Zone(_) => Value::Zone(observed.hosted_zone.clone()),
+                _ => continue,
+            };
+            details.insert(want.clone(), value);
+        }
+        let consumer = Part {
+            taken: at,
+            inventory: Arc::new(inventory),
+            details,
+        };
+        (provider, consumer)
+    }
+
+    fn view(spec: &PrivateLinkRouteSpec, recorded: &Observed, now: &Observed) -> Option<Observed> {
+        let hops = hops_of(spec, recorded);
+        let (provider, consumer) = snapshots_of(spec, now);
+        assemble(spec, &names(), &hops, &provider, &consumer)
+    }
+
+    /// What a direct read would give, less what the snapshot leaves out (connections).
+    fn without_connections(mut observed: Observed) -> Observed {
+        if let Some(service) = observed.endpoint_service.as_mut() {
+            service.connections.clear();
+        }
+        observed
+    }
+
+    fn recorded(spec: &PrivateLinkRouteSpec) -> Observed {
+        let hops = hops_of(spec, &converged());
+        Observed {
+            recorded_alb_listener: hops.alb_listener_arn,
+            recorded_nlb_listener: hops.nlb_listener_arn,
+            recorded_endpoint_dns: hops.endpoint_dns_name,
+            ..converged()
+        }
+    }
+
+    #[test]
+    fn a_route_as_recorded_is_seen_as_a_direct_read_sees_it_and_is_ready() {
+        let spec = spec();
+        let seen = view(&spec, &converged(), &converged());
+        assert_eq!(seen, Some(without_connections(recorded(&spec))));
+        let plan = plan(&desired(&spec), &seen.unwrap_or_default());
+        assert!(plan.ready(), "{plan:?}");
+    }
+
+    #[test]
+    fn drift_in_per_resource_details_reaches_the_planner() {
+        let spec = spec();
+        let mut drifted = converged();
+        if let Some(group) = drifted.instance_target_group.as_mut() {
+            group.targets.remove(0);
+        }
+        if let Some(service) = drifted.endpoint_service.as_mut() {
+            service.principals = vec!["arn:aws:iam::123456789012:root".into()];
+        }
+        if let Some(record) = drifted.record.as_mut() {
+            record.values = vec!["elsewhere.example.com".into()];
+        }
+        let seen = view(&spec, &converged(), &drifted).unwrap_or_default();
+        let plan = plan(&desired(&spec), &seen);
+        let hops: BTreeSet<_> = plan.actions.iter().map(|a| a.hop()).collect();
+        assert_eq!(
+            hops.len(),
+            3,
+            "targets, principals and record: {:?}",
+            plan.actions
+        );
+        assert!(!plan.ready());
+    }
+
+    #[test]
+    fn anything_but_the_recorded_resources_sends_the_route_to_a_direct_read() {
+        let spec = spec();
+        let cases: Vec<(&str, Box<dyn Fn(&mut Observed)>)> = vec![
+            ("ALB gone", Box::new(|o| o.alb = None)),
+            (
+                "another ALB under our name",
+                Box::new(|o| {
+                    o.alb = Some(LoadBalancer {
+                        arn: "arn:other-alb".into(),
+                        ..o.alb.clone().unwrap_or_default()
+                    })
+                }),
+            ),
+            (
+                "ALB listener deleted",
+                Box::new(|o| o.alb_listeners.clear()),
+            ),
+            (
+                "NLB listener recorded but on another balancer",
+                Box::new(|o| {
+                    o.nlb = Some(LoadBalancer {
+                        arn: "arn:other-nlb".into(),
+                        ..o.nlb.clone().unwrap_or_default()
+                    })
+                }),
+            ),
+            (
+                "target group gone",
+                Box::new(|o| o.instance_target_group = None),
+            ),
+            (
+                "endpoint service gone",
+                Box::new(|o| o.endpoint_service = None),
+            ),
+            ("endpoint gone", Box::new(|o| o.endpoint = None)),
+            ("zone gone", Box::new(|o| o.hosted_zone = None)),
+        ];
+        for (case, change) in cases {
+            let mut now = converged();
+            change(&mut now);
+            assert_eq!(view(&spec, &converged(), &now), None, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_route_without_every_hop_recorded_is_not_taken_from_the_snapshot() {
+        let spec = spec();
+        let mut hops = hops_of(&spec, &converged());
+        assert!(wanted(&spec, &hops).is_some());
+        hops.endpoint_service_id = None;
+        assert!(wanted(&spec, &hops).is_none());
+        assert!(wanted(&spec, &RouteHops::default()).is_none());
+    }
+
+    #[test]
+    fn a_snapshot_older_than_the_operators_own_write_does_not_stand() {
+        let snapshots = Snapshots::default();
+        let before = Instant::now();
+        assert!(!snapshots.written_since("uid-1", before));
+        snapshots.note_write("uid-1");
+        assert!(snapshots.written_since("uid-1", before));
+        assert!(!snapshots.written_since("uid-2", before));
+        snapshots.forget("uid-1");
+        assert!(!snapshots.written_since("uid-1", before));
+    }
+
+    #[test]
+    fn details_of_resources_gone_from_the_inventory_are_no_longer_read() {
+        let spec = spec();
+        let (provider, _) = snapshots_of(&spec, &converged());
+        assert!(exists(
+            &provider.inventory,
+            &Detail::Targets(ITG_ARN.into())
+        ));
+        assert!(!exists(
+            &provider.inventory,
+            &Detail::Targets("arn:gone".into())
+        ));
+        assert!(exists(
+            &provider.inventory,
+            &Detail::Principals("vpce-svc-1".into())
+        ));
+        assert!(!exists(
+            &provider.inventory,
+            &Detail::Principals("vpce-svc-gone".into())
+        ));
+    }
+
+    const ITG_ARN: &str = "arn:itg";
+}

@@ -20,7 +20,7 @@ const ALB: &str = "arn:alb";
 const NLB: &str = "arn:nlb";
 const ENDPOINT_DNS: &str = "vpce-1-abc.vpce-svc-1.eu-west-1.vpce.amazonaws.com";
 
-fn spec() -> PrivateLinkRouteSpec {
+pub(super) fn spec() -> PrivateLinkRouteSpec {
     let value = serde_json::json!({
         "hostName": "admin.prod.example.com",
         "port": 10443,
@@ -101,7 +101,7 @@ fn prerequisites() -> Observed {
 }
 
 /// A route whose every hop matches the spec.
-fn converged() -> Observed {
+pub(super) fn converged() -> Observed {
     let health_check = HealthCheckSettings {
         protocol: "HTTPS".into(),
         path: "/".into(),
@@ -170,7 +170,7 @@ fn converged() -> Observed {
     }
 }
 
-fn desired(spec: &PrivateLinkRouteSpec) -> Desired<'_> {
+pub(super) fn desired(spec: &PrivateLinkRouteSpec) -> Desired<'_> {
     Desired {
         spec,
         principals: vec![PRINCIPAL.into()],
