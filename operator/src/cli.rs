@@ -81,6 +81,11 @@ pub struct RunArgs {
     /// Longest interval between polls of a pending approval.
     #[arg(long, env = "PRODACCESS_APPROVAL_POLL_MAX", default_value = "30s", value_parser = duration)]
     pub approval_poll_max: Duration,
+    /// No membership request is sent in the last this-much of a grant's window: a request the
+    /// client gave up on may still reach IAM for about this long, and must not land after the
+    /// revocation. Shorter windows are not granted (reason WindowTooShort).
+    #[arg(long, env = "PRODACCESS_ADD_MARGIN", default_value = "12s", value_parser = duration)]
+    pub add_margin: Duration,
     /// Elect a leader through a Lease, so that only one replica acts.
     #[arg(long, env = "PRODACCESS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
@@ -283,6 +288,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         account_resync: args.account_resync,
         approval_poll_min: args.approval_poll_min,
         approval_poll_max: args.approval_poll_max.max(args.approval_poll_min),
+        add_margin: args.add_margin,
         ..Settings::default()
     };
     let ctx = Arc::new(Context {

@@ -28,6 +28,9 @@ pub struct Settings {
     pub approval_poll_min: Duration,
     /// Longest interval between polls of a pending approval.
     pub approval_poll_max: Duration,
+    /// No membership or guard request is sent in the last this-much of a window (see
+    /// `grant::plan::ADD_MARGIN`).
+    pub add_margin: Duration,
     /// Name of this controller in Events.
     pub reporter: String,
 }
@@ -40,6 +43,7 @@ impl Default for Settings {
             account_resync: Duration::from_secs(600),
             approval_poll_min: Duration::from_secs(2),
             approval_poll_max: Duration::from_secs(30),
+            add_margin: crate::controller::grant::plan::ADD_MARGIN,
             reporter: "prodaccess-operator".to_string(),
         }
     }

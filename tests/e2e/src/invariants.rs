@@ -951,7 +951,7 @@ impl LoadReport {
     }
 
     /// Grants whose user no membership sample ever saw in the group during the window. A
-    /// window too short to add the user safely (`plan::LATE_LANDING`) ends this way by design.
+    /// window too short to add the user safely (`--add-margin`) ends this way by design.
     pub fn never_members(&self) -> Vec<String> {
         self.grants
             .iter()

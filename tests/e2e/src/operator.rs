@@ -85,6 +85,10 @@ impl Operator {
             "1s",
             "--approval-poll-max",
             "2s",
+            // Tests use windows of a few seconds; the fault and crash tests, whose slow answers
+            // make the margin matter, set the default (12s) back.
+            "--add-margin",
+            "2s",
         ];
         // A flag given in `extra` replaces its default: clap refuses a flag given twice.
         let mut args = vec!["run"];

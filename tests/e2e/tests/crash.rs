@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 /// The Lease identity of every incarnation. A SIGKILLed container is restarted by the kubelet
 /// in the same pod, under the same name, and takes its Lease back at once; a new pod would wait
 /// out the Lease (see docs/reliability.md).
-const IDENTITY: &[&str] = &["--identity", "prodaccess-crash-test"];
+// The default add margin: a random slow answer must not land an add after its grant ended.
+const IDENTITY: &[&str] = &["--identity", "prodaccess-crash-test", "--add-margin", "12s"];
 
 /// Kills the operator `kills` times at random moments, 1.5 to 4 s after it was last ready,
 /// until `until`; starts it again each time. Returns the running operator, the kills made and

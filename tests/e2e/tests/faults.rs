@@ -101,7 +101,7 @@ async fn aws_faults_converge() -> anyhow::Result<()> {
     let log = CallLog::new(&endpoint, std::slice::from_ref(&load.account));
     let poller = log.spawn_poller(Duration::from_secs(1));
     add_faults(&endpoint, &fault_rules(&load.account, 0.004)).await?;
-    let mut operator = Operator::start(&env, "operator", &[])?;
+    let mut operator = Operator::start(&env, "operator", &["--add-margin", "12s"])?;
     operator.wait_ready().await?;
 
     let plan = plan(grants);
@@ -528,7 +528,11 @@ async fn apiserver_faults_recover() -> anyhow::Result<()> {
     let load = GrantLoad::setup(&env, grants).await?;
     let log = CallLog::new(&endpoint, std::slice::from_ref(&load.account));
     let poller = log.spawn_poller(Duration::from_secs(1));
-    let mut operator = Operator::start(&env, "operator", &["--lease-duration", "15s"])?;
+    let mut operator = Operator::start(
+        &env,
+        "operator",
+        &["--lease-duration", "15s", "--add-margin", "12s"],
+    )?;
     operator.wait_ready().await?;
 
     let plan = LoadPlan {

@@ -96,7 +96,7 @@ pub struct ActOutcome {
 /// hangs is abandoned after 2 s and sent again, so a revocation is not held up by the
 /// client's general 10 s attempt timeout. Calls that give access pass `send_by`: no attempt
 /// starts after it, so none is still on its way to IAM when the window ends (see
-/// `plan::LATE_LANDING`).
+/// `plan::ADD_MARGIN`).
 fn membership_call(send_by: Option<Timestamp>) -> aws_sdk_iam::config::Builder {
     use aws_config::retry::RetryConfig;
     use aws_config::timeout::TimeoutConfig;

@@ -186,6 +186,7 @@ fn poll_settings(ctx: &Context) -> PollSettings {
         min: ctx.settings.approval_poll_min,
         max: ctx.settings.approval_poll_max,
         resync: ctx.settings.grant_resync,
+        add_margin: ctx.settings.add_margin,
     }
 }
 

@@ -32,7 +32,7 @@ pub enum GrantAction {
         until: Timestamp,
     },
     /// Add the user to the group; no attempt may be sent after `send_by` (see
-    /// [`LATE_LANDING`]).
+    /// [`ADD_MARGIN`]).
     AddToGroup {
         send_by: Timestamp,
     },
@@ -108,6 +108,8 @@ pub struct PollSettings {
     pub max: Duration,
     /// Upper bound on any requeue of a live grant, so drift is corrected.
     pub resync: Duration,
+    /// No membership or guard request is sent in the last this-much of a window.
+    pub add_margin: Duration,
 }
 
 struct Planner<'a> {
@@ -597,7 +599,7 @@ impl<'a> Planner<'a> {
             return;
         }
         let left = until(now, expiry);
-        if !self.facts.member && left <= LATE_LANDING {
+        if !self.facts.member && left <= poll.add_margin {
             // An add sent now could reach IAM after the revocation, and the user would be a
             // member without a grant until the revocation is confirmed again.
             // An Active grant whose member was removed by hand is not put back either. Either
@@ -608,9 +610,9 @@ impl<'a> Planner<'a> {
             }
             let msg = format!(
                 "Not granted: the window ends at {expiry}, too soon to add {} safely (an add \
-                 may take up to {} s to reach IAM).",
+                 may take up to {} to reach IAM).",
                 spec.user,
-                LATE_LANDING.as_secs()
+                crate::crd::format_duration(poll.add_margin)
             );
             self.condition("Granted", Cs::False, "WindowTooShort", &msg);
             self.condition("Ready", Cs::False, "WindowTooShort", &msg);
@@ -618,7 +620,7 @@ impl<'a> Planner<'a> {
             return;
         }
         if !self.facts.member {
-            let send_by = earlier(expiry, LATE_LANDING);
+            let send_by = earlier(expiry, poll.add_margin);
             self.actions
                 .push(GrantAction::PutExpiryGuard { expiry, send_by });
             self.actions.push(GrantAction::AddToGroup { send_by });
@@ -773,11 +775,11 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// How long after it was sent a membership or guard request that the client gave up on may
-/// still reach IAM. Such requests are sent only while more than this is left of the window,
-/// so none can land after the revocation. (IAM answers in well under a second; the emulator's
-/// slowest injected answer takes 11 s.)
-pub const LATE_LANDING: Duration = Duration::from_secs(12);
+/// The default of how long after it was sent a membership or guard request that the client
+/// gave up on may still reach IAM. Such requests are sent only while more than this is left of
+/// the window, so none can land after the revocation. (IAM answers in well under a second; the
+/// emulator's slowest injected answer takes 11 s.)
+pub const ADD_MARGIN: Duration = Duration::from_secs(12);
 
 /// How long after a revocation membership is looked at again, and how often. An attempt the
 /// SDK gave up on after its 10 s attempt timeout lands at most a little later; these checks

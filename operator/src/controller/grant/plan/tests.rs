@@ -89,6 +89,7 @@ fn poll() -> PollSettings {
         min: Duration::from_secs(2),
         max: Duration::from_secs(30),
         resync: Duration::from_secs(60),
+        add_margin: ADD_MARGIN,
     }
 }
 
