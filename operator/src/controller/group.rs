@@ -219,25 +219,23 @@ struct Observed {
     policy: Option<Value>,
 }
 
-async fn observe(clients: &AwsClients, group: &AccessGroup) -> Result<Option<Observed>, Error> {
+async fn observe(
+    ctx: &Context,
+    clients: &AwsClients,
+    group: &AccessGroup,
+) -> Result<Option<Observed>, Error> {
     let name = &group.spec.group_name;
-    let out = match clients.iam.get_group().group_name(name).send().await {
-        Ok(out) => out,
-        Err(err) if classify(&err) == ErrorClass::NotFound => return Ok(None),
-        Err(err) => {
-            return Err(Error::GetGroup {
-                group: name.clone(),
-                class: classify(&err),
-                message: error_message(&err),
-            })
-        }
+    let read = ctx.shared.group(clients, &group.spec.account_ref, name).await;
+    let read = read.map_err(|err| Error::GetGroup {
+        group: name.clone(),
+        class: err.class,
+        message: err.message,
+    })?;
+    let Some(read) = read else {
+        return Ok(None);
     };
-    let arn = out.group().map(|g| g.arn().to_string());
-    let members = out
-        .users()
-        .iter()
-        .map(|u| u.user_name().to_string())
-        .collect();
+    let arn = Some(read.arn);
+    let members = read.members.into_iter().collect();
     let policy_name = &group.spec.session_policy.policy_name;
     let policy = match clients
         .iam
@@ -362,7 +360,7 @@ async fn converge(
     let clients = ctx.aws.for_account(&account.spec, "group").await;
     let name = &group.spec.group_name;
     let generation = group.metadata.generation;
-    let mut observed = observe(&clients, group).await?;
+    let mut observed = observe(ctx, &clients, group).await?;
     if observed.is_none() && group.spec.create_group {
         let created = clients.iam.create_group().group_name(name).send().await;
         match created {
@@ -379,7 +377,7 @@ async fn converge(
         let note = format!("Created IAM group {name}.");
         ctx.event(group, EventType::Normal, "GroupCreated", "Reconcile", note)
             .await;
-        observed = observe(&clients, group).await?;
+        observed = observe(ctx, &clients, group).await?;
     }
     let Some(observed) = observed else {
         let msg = format!("IAM group {name} does not exist and createGroup is false.");

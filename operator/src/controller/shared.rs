@@ -1,10 +1,13 @@
 //! Observations shared across reconciles, so that AWS is read once per period per group or
 //! account instead of once per object.
 //!
-//! - Group membership: one `GetGroup` per IAM group per period answers every grant of that
-//!   group; the operator's own membership changes update it in place, so a grant never waits
-//!   for the next read to see its effect. Only reads made under the entry's lock fill it: a
-//!   read made elsewhere could predate a change recorded meanwhile and undo it.
+//! - Group membership: one `GetGroup` per IAM group per period answers the group's own
+//!   reconcile and every grant of that group. The group controller reads it fresh at each of
+//!   its resyncs; grants take that read while it is less than one and a half periods old, so
+//!   they read only when the group's reconcile is late. The operator's own membership changes
+//!   update it in place, so a grant never waits for the next read to see its effect. Only
+//!   reads made under the entry's lock fill it: a read made elsewhere could predate a change
+//!   recorded meanwhile and undo it.
 //! - Withdrawn approvals: one `DescribeAutomationExecutions` per account per period, filtered to
 //!   the statuses that withdraw an approval, tells every active grant whether its approval
 //!   still stands. Nothing is withdrawn in the usual case, so the answer is empty and cheap.
@@ -90,9 +93,17 @@ impl<T: Clone> Cache<T> {
     }
 }
 
+/// What `GetGroup` says of an IAM group that exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRead {
+    pub arn: String,
+    pub members: BTreeSet<String>,
+}
+
 /// The shared observations of one operator.
 pub struct SharedObservations {
-    members: Cache<BTreeSet<String>>,
+    /// `None`: the group does not exist.
+    groups: Cache<Option<GroupRead>>,
     withdrawn: Cache<BTreeSet<String>>,
     /// When the operator itself last added each `account/group/user`.
     added: std::sync::Mutex<HashMap<String, Instant>>,
@@ -101,7 +112,7 @@ pub struct SharedObservations {
 impl Default for SharedObservations {
     fn default() -> Self {
         Self {
-            members: Cache::new(),
+            groups: Cache::new(),
             withdrawn: Cache::new(),
             added: std::sync::Mutex::new(HashMap::new()),
         }
@@ -117,7 +128,8 @@ fn group_key(account: &str, group: &str) -> String {
 }
 
 impl SharedObservations {
-    /// Members of `group` in `account` (an `AwsAccount` name), at most `max_age` old.
+    /// Members of `group` in `account` (an `AwsAccount` name), at most `max_age` old. A group
+    /// that does not exist is a `NotFound` error.
     pub async fn members(
         &self,
         clients: &AwsClients,
@@ -126,8 +138,28 @@ impl SharedObservations {
         max_age: Duration,
     ) -> Result<BTreeSet<String>, ReadError> {
         let key = group_key(account, group);
-        self.members
-            .get_or_refresh(&key, max_age, || read_members(clients, group))
+        let read = self
+            .groups
+            .get_or_refresh(&key, max_age, || read_group(clients, group))
+            .await?;
+        read.map(|g| g.members).ok_or_else(|| ReadError {
+            action: format!("get IAM group {group}"),
+            message: "the group does not exist".to_string(),
+            class: ErrorClass::NotFound,
+        })
+    }
+
+    /// The group as IAM has it now (`None` if it does not exist), read fresh; the read also
+    /// serves the group's grants until the next one.
+    pub async fn group(
+        &self,
+        clients: &AwsClients,
+        account: &str,
+        group: &str,
+    ) -> Result<Option<GroupRead>, ReadError> {
+        let key = group_key(account, group);
+        self.groups
+            .get_or_refresh(&key, Duration::ZERO, || read_group(clients, group))
             .await
     }
 
@@ -143,12 +175,13 @@ impl SharedObservations {
             }
         }
         let user = user.to_string();
-        self.members
-            .update(&group_key(account, group), move |members| {
+        self.groups
+            .update(&group_key(account, group), move |read| {
+                let Some(read) = read else { return };
                 if member {
-                    members.insert(user);
+                    read.members.insert(user);
                 } else {
-                    members.remove(&user);
+                    read.members.remove(&user);
                 }
             })
             .await;
@@ -179,26 +212,35 @@ impl SharedObservations {
     }
 }
 
-async fn read_members(clients: &AwsClients, group: &str) -> Result<BTreeSet<String>, ReadError> {
+async fn read_group(clients: &AwsClients, group: &str) -> Result<Option<GroupRead>, ReadError> {
     let mut members = BTreeSet::new();
     let mut marker = None;
     loop {
-        let out = clients
+        let sent = clients
             .iam
             .get_group()
             .group_name(group)
             .set_marker(marker)
             .send()
-            .await
-            .map_err(|err| ReadError {
-                action: format!("get IAM group {group}"),
-                class: classify(&err),
-                message: error_message(&err),
-            })?;
+            .await;
+        let out = match sent {
+            Ok(out) => out,
+            Err(err) if classify(&err) == ErrorClass::NotFound => return Ok(None),
+            Err(err) => {
+                return Err(ReadError {
+                    action: format!("get IAM group {group}"),
+                    class: classify(&err),
+                    message: error_message(&err),
+                })
+            }
+        };
         members.extend(out.users().iter().map(|u| u.user_name().to_string()));
         match out.marker() {
             Some(next) if out.is_truncated() => marker = Some(next.to_string()),
-            _ => return Ok(members),
+            _ => {
+                let arn = out.group().map(|g| g.arn().to_string()).unwrap_or_default();
+                return Ok(Some(GroupRead { arn, members }));
+            }
         }
     }
 }

@@ -206,9 +206,12 @@ pub async fn observe(
     }
     if !matches!(facts.user, UserFacts::Missing) {
         let group = &resolved.terms.group_name;
+        // The group's reconcile reads membership every resync; grants take that read and read
+        // themselves only when it is late.
+        let max_age = resync + resync / 2;
         let members = ctx
             .shared
-            .members(&resolved.clients, &account, group, resync)
+            .members(&resolved.clients, &account, group, max_age)
             .await;
         facts.member = members.map_err(ObserveError::Shared)?.contains(&spec.user);
     }
