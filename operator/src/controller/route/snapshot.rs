@@ -927,7 +927,7 @@ mod tests {
     #[test]
     fn anything_but_the_recorded_resources_sends_the_route_to_a_direct_read() {
         let spec = spec();
-        let cases: Vec<(&str, Box<dyn Fn(&mut Observed)>)> = vec![
+        let cases: Vec<(&str, Change)> = vec![
             ("ALB gone", Box::new(|o| o.alb = None)),
             (
                 "another ALB under our name",
@@ -1014,4 +1014,7 @@ mod tests {
     }
 
     const ITG_ARN: &str = "arn:itg";
+
+    /// A change to what AWS holds, for a table of cases.
+    type Change = Box<dyn Fn(&mut Observed)>;
 }
