@@ -15,7 +15,9 @@ use aws_smithy_runtime_api::client::http::{
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -152,17 +154,19 @@ impl RequestBudget {
         })
     }
 
-    /// Waits for a token of `account`'s budget for `service` calls of `kind`.
+    /// Waits for a token of `account`'s budget for `service` calls of `kind`. A caller that
+    /// gives up while waiting (an SDK attempt timing out) hands its place back, so abandoned
+    /// waits do not pile up debt that every later caller would pay for.
     pub async fn acquire(&self, account: &str, service: &str, kind: CallKind) {
         let Some(limit) = self.config.limit(service, kind) else {
             return;
         };
+        let key = (account.to_string(), service.to_string(), kind);
         let wait = {
             let Ok(mut buckets) = self.buckets.lock() else {
                 return;
             };
-            let key = (account.to_string(), service.to_string(), kind);
-            let bucket = buckets.entry(key).or_insert_with(|| Bucket {
+            let bucket = buckets.entry(key.clone()).or_insert_with(|| Bucket {
                 limit,
                 tokens: limit.burst,
                 last: Instant::now(),
@@ -179,7 +183,68 @@ impl RequestBudget {
                 .budget_wait
                 .get_or_create(&labels)
                 .observe(wait.as_secs_f64());
+            let mut place = Place {
+                budget: self,
+                key: Some(key),
+            };
             tokio::time::sleep(wait).await;
+            place.key = None;
+        }
+    }
+
+    /// Runs `call` after waiting for one `service`/`kind` token of `account`'s budget here,
+    /// outside the SDK's timeouts: a long queue (a thousand revocations at once) then delays
+    /// the call instead of timing out its attempts one after the other. The first matching
+    /// request `call` sends uses that token; retries pay their own.
+    pub async fn prepaid<F: Future>(
+        &self,
+        account: &str,
+        service: &'static str,
+        kind: CallKind,
+        call: F,
+    ) -> F::Output {
+        self.acquire(account, service, kind).await;
+        let token = Cell::new(Some((service, kind)));
+        PREPAID.scope(token, call).await
+    }
+
+    fn refund(&self, key: &(String, String, CallKind)) {
+        if let Ok(mut buckets) = self.buckets.lock() {
+            if let Some(bucket) = buckets.get_mut(key) {
+                bucket.tokens = (bucket.tokens + 1.0).min(bucket.limit.burst);
+            }
+        }
+    }
+}
+
+tokio::task_local! {
+    /// A token the task already waited for (see [`RequestBudget::prepaid`]).
+    static PREPAID: Cell<Option<(&'static str, CallKind)>>;
+}
+
+/// Uses the task's prepaid token if it is for this service and kind.
+fn take_prepaid(service: &str, kind: CallKind) -> bool {
+    PREPAID
+        .try_with(|token| match token.get() {
+            Some((s, k)) if s == service && k == kind => {
+                token.set(None);
+                true
+            }
+            _ => false,
+        })
+        .unwrap_or(false)
+}
+
+/// A reserved place in a bucket's queue, handed back if the wait is abandoned.
+struct Place<'a> {
+    budget: &'a RequestBudget,
+    key: Option<(String, String, CallKind)>,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.budget.refund(&key);
         }
     }
 }
@@ -256,7 +321,9 @@ impl HttpConnector for BudgetedConnector {
         let account = self.account.clone();
         HttpConnectorFuture::new(async move {
             if let Some((service, kind)) = classify_request(&request) {
-                budget.acquire(&account, &service, kind).await;
+                if !take_prepaid(&service, kind) {
+                    budget.acquire(&account, &service, kind).await;
+                }
             }
             inner.call(request).await
         })
@@ -266,6 +333,47 @@ impl HttpConnector for BudgetedConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn one_a_tenth_second() -> Arc<RequestBudget> {
+        let config = BudgetConfig::default().with_overrides("iam:write=10/1");
+        RequestBudget::new(config.unwrap_or_default(), Metrics::new())
+    }
+
+    #[tokio::test]
+    async fn abandoned_waits_hand_their_place_back() {
+        let budget = one_a_tenth_second();
+        budget.acquire("a", "iam", CallKind::Write).await;
+        for _ in 0..5 {
+            let wait = budget.acquire("a", "iam", CallKind::Write);
+            let gave_up = tokio::time::timeout(Duration::from_millis(5), wait).await;
+            assert!(gave_up.is_err(), "the bucket is empty: this caller waits");
+        }
+        let started = Instant::now();
+        budget.acquire("a", "iam", CallKind::Write).await;
+        let waited = started.elapsed();
+        // Without the refunds this caller would queue behind five abandoned places (0.6 s).
+        assert!(waited < Duration::from_millis(250), "waited {waited:?}");
+    }
+
+    #[tokio::test]
+    async fn a_prepaid_token_serves_one_matching_request() {
+        let budget = one_a_tenth_second();
+        let taken = budget
+            .prepaid("a", "iam", CallKind::Write, async {
+                [
+                    take_prepaid("ssm", CallKind::Write),
+                    take_prepaid("iam", CallKind::Read),
+                    take_prepaid("iam", CallKind::Write),
+                    take_prepaid("iam", CallKind::Write),
+                ]
+            })
+            .await;
+        assert_eq!(taken, [false, false, true, false]);
+        assert!(
+            !take_prepaid("iam", CallKind::Write),
+            "nothing outside the scope"
+        );
+    }
 
     #[test]
     fn bucket_allows_burst_then_paces_at_rate() {

@@ -40,6 +40,25 @@ pub struct AwsClients {
     pub route53: aws_sdk_route53::Client,
     pub acm: aws_sdk_acm::Client,
     pub sts: aws_sdk_sts::Client,
+    budget: Arc<RequestBudget>,
+    /// The account whose budget these clients spend.
+    budget_account: Arc<str>,
+}
+
+impl AwsClients {
+    /// Runs `call`, one `service`/`kind` request of this account, after waiting for its budget
+    /// outside the SDK's timeouts (see [`RequestBudget::prepaid`]).
+    pub async fn budgeted<F: std::future::Future>(
+        &self,
+        service: &'static str,
+        kind: CallKind,
+        call: F,
+    ) -> F::Output {
+        let budget = &self.budget;
+        budget
+            .prepaid(&self.budget_account, service, kind, call)
+            .await
+    }
 }
 
 /// Why the operator could not set up AWS access at start.
@@ -140,18 +159,20 @@ impl ClientFactory {
     async fn build(&self, key: &AccountKey) -> AwsClients {
         let region = Region::new(key.region.clone());
         let mut config = self.base.to_builder().region(region.clone());
+        // Budgets are per account: the role's account, or the operator's own identity.
+        let account: Arc<str> = Arc::from(
+            key.role_arn
+                .as_deref()
+                .and_then(|arn| arn.split(':').nth(4))
+                .unwrap_or("default"),
+        );
         // The base config always has its client (`https_client`); without one there would be
         // nothing to wrap and no budget.
         if let Some(inner) = self.base.http_client() {
-            // Budgets are per account: the role's account, or the operator's own identity.
-            let account = key
-                .role_arn
-                .as_deref()
-                .and_then(|arn| arn.split(':').nth(4));
             config = config.http_client(budget::BudgetedHttpClient {
                 inner,
                 budget: self.budget.clone(),
-                account: Arc::from(account.unwrap_or("default")),
+                account: account.clone(),
             });
         }
         if let Some(role_arn) = &key.role_arn {
@@ -168,13 +189,15 @@ impl ClientFactory {
             );
         }
         let config = config.build();
-        self.clients(&config, key.region.clone())
+        self.clients(&config, key.region.clone(), account)
     }
 
-    fn clients(&self, config: &SdkConfig, region: String) -> AwsClients {
+    fn clients(&self, config: &SdkConfig, region: String, account: Arc<str>) -> AwsClients {
         let rec = self.recorder.clone();
         AwsClients {
             region,
+            budget: self.budget.clone(),
+            budget_account: account,
             iam: aws_sdk_iam::Client::from_conf(
                 aws_sdk_iam::config::Builder::from(config)
                     .interceptor(rec.clone())

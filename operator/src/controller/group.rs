@@ -225,7 +225,10 @@ async fn observe(
     group: &AccessGroup,
 ) -> Result<Option<Observed>, Error> {
     let name = &group.spec.group_name;
-    let read = ctx.shared.group(clients, &group.spec.account_ref, name).await;
+    let read = ctx
+        .shared
+        .group(clients, &group.spec.account_ref, name)
+        .await;
     let read = read.map_err(|err| Error::GetGroup {
         group: name.clone(),
         class: err.class,

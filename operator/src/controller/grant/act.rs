@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::observe::Resolved;
 use super::plan::GrantAction;
-use crate::aws::{classify, error_message, ErrorClass};
+use crate::aws::{classify, error_message, CallKind, ErrorClass};
 use crate::controller::Context;
 use crate::crd::{AccessGroup, ConsumedApproval, ProductionAccessGrant, ProductionAccessGrantSpec};
 
@@ -171,7 +171,8 @@ pub async fn act(
     actions: &[GrantAction],
 ) -> Result<ActOutcome, ActError> {
     let mut outcome = ActOutcome::default();
-    let iam = &resolved.clients.iam;
+    let clients = &resolved.clients;
+    let iam = &clients.iam;
     let user = spec.user.as_str();
     let group = resolved.terms.group_name.as_str();
     let account = resolved.account.name_any();
@@ -190,59 +191,70 @@ pub async fn act(
                 claim_approval(ctx, grant, &resolved.group, approval_id, *until).await?;
             }
             GrantAction::AddToGroup { send_by } => {
-                if let Some(message) = too_late(*send_by) {
-                    return Err(ActError::AddUserToGroup {
+                // The budget is waited for first: the send-by check and the timeout then count
+                // from when the request can really go.
+                let add = async {
+                    if let Some(message) = too_late(*send_by) {
+                        return Err(ActError::AddUserToGroup {
+                            user: user.into(),
+                            group: group.into(),
+                            class: ErrorClass::Connectivity,
+                            message,
+                        });
+                    }
+                    let sent = iam
+                        .add_user_to_group()
+                        .user_name(user)
+                        .group_name(group)
+                        .customize()
+                        .config_override(membership_call(Some(*send_by)))
+                        .send()
+                        .await;
+                    sent.map_err(|err| ActError::AddUserToGroup {
                         user: user.into(),
                         group: group.into(),
-                        class: ErrorClass::Connectivity,
-                        message,
-                    });
-                }
-                let result = iam
-                    .add_user_to_group()
-                    .user_name(user)
-                    .group_name(group)
-                    .customize()
-                    .config_override(membership_call(Some(*send_by)))
-                    .send();
-                result.await.map_err(|err| ActError::AddUserToGroup {
-                    user: user.into(),
-                    group: group.into(),
-                    class: classify(&err),
-                    message: error_message(&err),
-                })?;
+                        class: classify(&err),
+                        message: error_message(&err),
+                    })
+                };
+                clients.budgeted("iam", CallKind::Write, add).await?;
                 ctx.shared.set_member(&account, group, user, true).await;
             }
             GrantAction::PutExpiryGuard { expiry, send_by } => {
-                if let Some(message) = too_late(*send_by) {
-                    return Err(ActError::PutUserPolicy {
+                let put = async {
+                    if let Some(message) = too_late(*send_by) {
+                        return Err(ActError::PutUserPolicy {
+                            user: user.into(),
+                            class: ErrorClass::Connectivity,
+                            message,
+                        });
+                    }
+                    let sent = iam
+                        .put_user_policy()
+                        .user_name(user)
+                        .policy_name(guard_policy_name(group))
+                        .policy_document(guard_policy_document(*expiry))
+                        .customize()
+                        .config_override(membership_call(Some(*send_by)))
+                        .send()
+                        .await;
+                    sent.map_err(|err| ActError::PutUserPolicy {
                         user: user.into(),
-                        class: ErrorClass::Connectivity,
-                        message,
-                    });
-                }
-                let put = iam
-                    .put_user_policy()
-                    .user_name(user)
-                    .policy_name(guard_policy_name(group))
-                    .policy_document(guard_policy_document(*expiry))
-                    .customize()
-                    .config_override(membership_call(Some(*send_by)));
-                put.send().await.map_err(|err| ActError::PutUserPolicy {
-                    user: user.into(),
-                    class: classify(&err),
-                    message: error_message(&err),
-                })?;
+                        class: classify(&err),
+                        message: error_message(&err),
+                    })
+                };
+                clients.budgeted("iam", CallKind::Write, put).await?;
             }
             GrantAction::RemoveFromGroup => {
-                let result = iam
+                let remove = iam
                     .remove_user_from_group()
                     .user_name(user)
                     .group_name(group)
                     .customize()
                     .config_override(membership_call(None))
                     .send();
-                match result.await {
+                match clients.budgeted("iam", CallKind::Write, remove).await {
                     Ok(_) => ctx.shared.set_member(&account, group, user, false).await,
                     Err(err) if classify(&err) == ErrorClass::NotFound => {
                         ctx.shared.set_member(&account, group, user, false).await
@@ -264,8 +276,9 @@ pub async fn act(
                 let del = iam
                     .delete_user_policy()
                     .user_name(user)
-                    .policy_name(guard_policy_name(group));
-                match del.send().await {
+                    .policy_name(guard_policy_name(group))
+                    .send();
+                match clients.budgeted("iam", CallKind::Write, del).await {
                     Ok(_) => {}
                     Err(err) if classify(&err) == ErrorClass::NotFound => {}
                     Err(err) => {
@@ -395,13 +408,12 @@ async fn claim_approval(
 }
 
 async fn terminate_sessions(resolved: &Resolved, user: &str) -> Result<usize, ActError> {
-    let ssm = &resolved.clients.ssm;
-    let arn = resolved
-        .clients
-        .iam
-        .get_user()
-        .user_name(user)
-        .send()
+    // Every call waits for its budget before its timeouts start: a mass expiry queues here.
+    let clients = &resolved.clients;
+    let ssm = &clients.ssm;
+    let get_user = clients.iam.get_user().user_name(user).send();
+    let arn = clients
+        .budgeted("iam", CallKind::Read, get_user)
         .await
         .ok()
         .and_then(|out| out.user().map(|u| u.arn().to_string()));
@@ -415,11 +427,13 @@ async fn terminate_sessions(resolved: &Resolved, user: &str) -> Result<usize, Ac
             class: ErrorClass::InvalidRequest,
             message: err.to_string(),
         })?;
-    let out = ssm
+    let describe = ssm
         .describe_sessions()
         .state(aws_sdk_ssm::types::SessionState::Active)
         .filters(filter)
-        .send()
+        .send();
+    let out = clients
+        .budgeted("ssm", CallKind::Read, describe)
         .await
         .map_err(|err| ActError::DescribeSessions {
             user: user.into(),
@@ -431,7 +445,8 @@ async fn terminate_sessions(resolved: &Resolved, user: &str) -> Result<usize, Ac
         let Some(id) = session.session_id() else {
             continue;
         };
-        match ssm.terminate_session().session_id(id).send().await {
+        let terminate = ssm.terminate_session().session_id(id).send();
+        match clients.budgeted("ssm", CallKind::Write, terminate).await {
             Ok(_) => terminated += 1,
             Err(err) if classify(&err) == ErrorClass::NotFound => {}
             Err(err) => {
