@@ -304,6 +304,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         shared: Default::default(),
         route_snapshots: Default::default(),
         revocations: Default::default(),
+        grant_versions: Default::default(),
     });
     tokio::spawn(phase_gauges(ctx.clone()));
     run_controllers(ctx, &args).await;

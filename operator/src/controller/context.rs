@@ -69,6 +69,10 @@ pub struct Context {
     /// Revocations done in AWS whose status write has not landed yet (the API server was
     /// away), by grant UID: the next reconcile records that time instead of its own.
     pub revocations: std::sync::Mutex<std::collections::HashMap<String, jiff::Timestamp>>,
+    /// The resourceVersion of each grant as this operator last read it from the API server or
+    /// wrote it, by UID. A cached copy at that version is as new as anything this operator
+    /// knows of, so the reconcile can skip reading the grant again.
+    pub grant_versions: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Context {

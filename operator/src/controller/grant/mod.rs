@@ -98,11 +98,25 @@ pub async fn reconcile(
     // The watch cache can lag the API server by a whole outage (a watch reconnecting with
     // backoff, or relisting after 410 Gone). Deciding from a status that old would revoke
     // again and rewrite revokedAt, or grant again and move the window, so decide from the
-    // grant as it is stored now.
+    // grant as it is stored now, unless the cache already shows the version this operator
+    // last read or wrote (the usual case, which then costs the API server nothing).
     let name = grant.name_any();
-    let grant = match tokio::time::timeout(FRESH_READ_TIMEOUT, api.get_opt(&name)).await {
-        Ok(Ok(Some(fresh))) => Arc::new(fresh),
-        Ok(Ok(None)) => return Ok(Action::await_change()),
+    let uid = grant.uid().unwrap_or_default();
+    let read = async {
+        if cache_is_current(&ctx, &grant) {
+            return Ok(Some(grant.as_ref().clone()));
+        }
+        api.get_opt(&name).await
+    };
+    let grant = match tokio::time::timeout(FRESH_READ_TIMEOUT, read).await {
+        Ok(Ok(Some(fresh))) => {
+            note_version(&ctx, &fresh);
+            Arc::new(fresh)
+        }
+        Ok(Ok(None)) => {
+            forget_version(&ctx, &uid);
+            return Ok(Action::await_change());
+        }
         // Without the API server, an overdue revocation still goes ahead from the cache:
         // removing a member twice is harmless, leaving one in is not. Nothing else does.
         _ if is_overdue(&grant, Timestamp::now()) => return revoke_from_cache(grant, ctx).await,
@@ -122,6 +136,7 @@ pub async fn reconcile(
     {
         return Ok(Action::await_change());
     }
+    let deleting = grant.metadata.deletion_timestamp.is_some();
     let result = finalizer(&api, crate::crd::FINALIZER, grant, |event| async {
         match event {
             Finalizer::Apply(grant) => apply(grant, ctx.clone()).await,
@@ -135,6 +150,10 @@ pub async fn reconcile(
         .reconcile_duration
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
+    if result.is_err() || deleting {
+        // A failed reconcile may have written without learning the new version.
+        forget_version(&ctx, &uid);
+    }
     result.map_err(|err| match err {
         kube::runtime::finalizer::Error::ApplyFailed(err)
         | kube::runtime::finalizer::Error::CleanupFailed(err) => err,
@@ -239,6 +258,33 @@ async fn apply(grant: Arc<ProductionAccessGrant>, ctx: Arc<Context>) -> Result<A
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// Whether the cached grant is at the version this operator last read or wrote.
+fn cache_is_current(ctx: &Context, grant: &ProductionAccessGrant) -> bool {
+    let (Some(uid), Some(version)) = (grant.uid(), grant.resource_version()) else {
+        return false;
+    };
+    let Ok(versions) = ctx.grant_versions.lock() else {
+        return false;
+    };
+    versions.get(&uid) == Some(&version)
+}
+
+fn note_version(ctx: &Context, grant: &ProductionAccessGrant) {
+    if let (Some(uid), Some(version), Ok(mut versions)) = (
+        grant.uid(),
+        grant.resource_version(),
+        ctx.grant_versions.lock(),
+    ) {
+        versions.insert(uid, version);
+    }
+}
+
+fn forget_version(ctx: &Context, uid: &str) {
+    if let Ok(mut versions) = ctx.grant_versions.lock() {
+        versions.remove(uid);
+    }
 }
 
 /// When access of grant `uid` was already revoked in AWS by a reconcile that could not record
@@ -355,13 +401,18 @@ async fn write_status(
         "status": status,
     });
     let params = PatchParams::apply(MANAGER).force();
-    api.patch_status(&grant.name_any(), &params, &Patch::Apply(&patch))
-        .await
-        .map_err(|source| Error::WriteStatus {
-            name: grant.name_any(),
-            source,
-        })?;
-    Ok(())
+    let name = grant.name_any();
+    let patch = Patch::Apply(&patch);
+    match api.patch_status(&name, &params, &patch).await {
+        Ok(written) => {
+            note_version(ctx, &written);
+            Ok(())
+        }
+        Err(source) => {
+            forget_version(ctx, &grant.uid().unwrap_or_default());
+            Err(Error::WriteStatus { name, source })
+        }
+    }
 }
 
 /// One structured line per grant and revocation, for the audit trail.
