@@ -233,24 +233,32 @@ impl Snapshots {
             .inventory
             .as_ref()
             .map_or_else(Instant::now, |(at, _)| *at);
+        let now = Instant::now();
+        let missing: Vec<Detail> = wants
+            .iter()
+            .filter(|want| {
+                let cached = entry.details.get(*want);
+                cached.is_none_or(|(at, _)| at.elapsed() >= max_age)
+            })
+            .cloned()
+            .collect();
+        // A route's two listeners are one call, like a refresh's.
+        let fresh = read_listeners(aws, &missing).await?;
+        for (want, value) in fresh {
+            entry.details.insert(want, (now, value));
+        }
+        for want in missing.iter().filter(|w| !matches!(w, Detail::Listener(_))) {
+            let started = Instant::now();
+            let value = read_detail(aws, want).await?;
+            entry.details.insert(want.clone(), (started, value));
+        }
         let mut details = HashMap::new();
         for want in wants {
-            entry.wanted.insert(want.clone(), Instant::now());
-            let cached = entry
-                .details
-                .get(want)
-                .filter(|(at, _)| at.elapsed() < max_age);
-            let (at, value) = match cached {
-                Some(found) => found.clone(),
-                None => {
-                    let started = Instant::now();
-                    let value = read_detail(aws, want).await?;
-                    entry.details.insert(want.clone(), (started, value.clone()));
-                    (started, value)
-                }
-            };
-            taken = taken.min(at);
-            details.insert(want.clone(), value);
+            entry.wanted.insert(want.clone(), now);
+            if let Some((at, value)) = entry.details.get(want) {
+                taken = taken.min(*at);
+                details.insert(want.clone(), value.clone());
+            }
         }
         Ok(Part {
             taken,
