@@ -369,6 +369,9 @@ fn reconciles_between(before: &str, after: &str, kind: &str) -> f64 {
     metric(after, name, &[("kind", kind)]) - metric(before, name, &[("kind", kind)])
 }
 
+/// The grant controller's one read per account and period: approvals withdrawn since.
+const ACCOUNT_WIDE_GRANT_READ: &str = "DescribeAutomationExecutions";
+
 /// The steady-state figures of calls made in a window of `seconds`.
 fn steady_state(
     config: &PopulationConfig,
@@ -391,12 +394,17 @@ fn steady_state(
             .iter()
             .filter(move |c| c.kind() == CallKind::Read && c.controller() == Some(controller))
     };
-    // Reads that observe grants: the grant controller's, plus the group controller's
-    // membership read that grants share. The group's own session-policy read is not one.
+    // Reads that observe grants, per group: the grant controller's, plus the group
+    // controller's membership read that grants share. The group's own session-policy read is
+    // not one, and neither is the check for withdrawn approvals, which is one read per
+    // account whatever its groups (reported on its own below).
+    let per_account = |c: &&Call| c.operation == ACCOUNT_WIDE_GRANT_READ;
     let grant_reads: Vec<Call> = reads_of("grant")
+        .filter(|c| !per_account(c))
         .chain(reads_of("group").filter(|c| c.operation == "GetGroup"))
         .cloned()
         .collect();
+    let account_reads = reads_of("grant").filter(per_account).count();
     let group_reads: Vec<Call> = reads_of("group")
         .filter(|c| c.operation != "GetGroup")
         .cloned()
@@ -424,6 +432,8 @@ fn steady_state(
         "writes": writes.len(),
         "write_operations": counts(&writes.into_iter().cloned().collect::<Vec<_>>()),
         "grant_reads_per_group_per_resync": per(grant_reads.len(), config.groups, grant_resyncs),
+        // Every group of the population is in the one Jump account.
+        "grant_reads_per_account_per_resync": per(account_reads, 1, grant_resyncs),
         "route_reads_per_route_per_resync": per(route_reads.len(), config.routes, route_resyncs),
         "group_policy_reads_per_group_per_resync":
             per(group_reads.len(), config.groups, grant_resyncs),
