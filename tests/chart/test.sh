@@ -7,6 +7,9 @@
 #
 # Tools come from the platform env file: PRODACCESS_HELM, PRODACCESS_KUBECTL, KUBECONFIG.
 # Set PRODACCESS_CHART_OFFLINE=1 to run only the checks that need no API server.
+# The rendered operator arguments are fed to the real binary, which must be built first
+# (`make chart-test` does): cargo build -p prodaccess-operator --bins, found in
+# $CARGO_TARGET_DIR/debug (default /var/cache/prodaccess/target) or PRODACCESS_OPERATOR_BIN.
 # Prints one line per check and "N passed, N failed" last; exits non-zero on a failure.
 set -uo pipefail
 
@@ -109,15 +112,152 @@ check "offline render for Kubernetes 1.20 uses policy/v1beta1 for the PDB" \
     renders_pdb_as policy/v1beta1 --kube-version 1.20.2
 check "full render maps values to operator arguments" has_args "$WORK/all.yaml" \
     --namespaces=team-a,team-b "--selector=prodaccess.io/shard in (a,b)" --log-format=text \
-    --grant-resync=15 --route-resync=120 --iam-write-rate=2.5 --leader-election=true \
-    --lease-name=prodaccess-operator-shard-a --metrics-addr=0.0.0.0:9090
+    --grant-resync=15s --route-resync=120s --add-margin=20s --leader-election=true \
+    --aws-budget=iam:write=2.5,iam:write=5/10,ec2:read=50,elasticloadbalancing:write=2.5 \
+    --lease-name=prodaccess-operator-shard-a --metrics-addr=0.0.0.0:9090 --account-resync=15m
+check "default render passes the documented resync periods with their unit" \
+    has_args "$WORK/default.yaml" --grant-resync=30s --route-resync=300s
 refute "default render keeps optional arguments out" \
-    grep -qE -- '--(namespaces|selector|iam-write-rate)=' "$WORK/default.yaml"
+    grep -qE -- '--(namespaces|selector|add-margin|aws-budget)=' "$WORK/default.yaml"
+printf 'resync:\n  grantSeconds: 1000000\n  routeSeconds: 86400\n' >"$WORK/long.yaml"
+check "helm template with a grant resync of a million seconds" to_file \
+    "$WORK/long-render.yaml" "$HELM" template pa "$CHART" -f "$WORK/long.yaml"
+check "second counts from a values file render as whole numbers, not 1e+06" has_args \
+    "$WORK/long-render.yaml" --grant-resync=1000000s --route-resync=86400s
+check "helm template with only rateLimits.iamWritesPerSecond set" to_file "$WORK/iam-rate.yaml" \
+    "$HELM" template pa "$CHART" --set rateLimits.iamWritesPerSecond=3
+check "rateLimits.iamWritesPerSecond alone maps to --aws-budget" has_args "$WORK/iam-rate.yaml" \
+    --aws-budget=iam:write=3
+# Budgets go through a values file: --set would split them at their commas.
+budget_lint() { # budget_lint TEXT: helm lint with awsBudget set to TEXT
+    printf 'awsBudget: "%s"\n' "$1" >"$WORK/budget.yaml"
+    "$HELM" lint "$CHART" -f "$WORK/budget.yaml"
+}
+check "values schema accepts awsBudget \"ssm:read=0.5/1,sts:write=100/200\"" \
+    budget_lint "ssm:read=0.5/1,sts:write=100/200"
+for budget in "iam:write" "iam:write=0" "iam:write=0.0/2" "iam:write=5/0.5" "iam:delete=5" \
+    "IAM:write=5" "iam:write=5," "iam:write=5 ,ec2:read=2" "iam:write=-1" "iam:write=1e3"; do
+    refute "values schema rejects awsBudget \"$budget\"" budget_lint "$budget"
+done
+refute "values schema rejects a resync period of 0 seconds" "$HELM" lint "$CHART" \
+    --set resync.grantSeconds=0
+refute "values schema rejects a duration string for resync seconds" "$HELM" lint "$CHART" \
+    --set-string resync.routeSeconds=5m
+refute "values schema rejects an add margin of 0 seconds" "$HELM" lint "$CHART" \
+    --set grants.addMarginSeconds=0
 check "full render carries the IRSA role annotation" \
     grep -q 'eks.amazonaws.com/role-arn: arn:aws:iam::333333333333:role/prodaccess-operator' \
     "$WORK/all.yaml"
 refute "serviceMonitor without the metrics Service is refused" "$HELM" template pa "$CHART" \
     --set serviceMonitor.enabled=true --set metrics.service.enabled=false
+
+# ---------------------------------------------------------- rendered arguments vs the binary
+# Only the binary knows which flags and values it takes, and the chart and the binary change
+# separately. So run the real binary with exactly the arguments and environment the
+# Deployment gives the container, against a cluster that is not there (nothing listens on
+# 127.0.0.1:1): it must get past argument parsing and stop at its start-up check of the
+# cluster, with exit status 1 and the one-line "cannot reach the Kubernetes API" error,
+# never clap's usage error (exit status 2). `make chart-test` builds the binary first.
+TARGET_DIR="${CARGO_TARGET_DIR:-${PRODACCESS_CACHE:-/var/cache/prodaccess}/target}"
+OPERATOR="${PRODACCESS_OPERATOR_BIN:-$TARGET_DIR/debug/prodaccess-operator}"
+PYTHON="${PRODACCESS_PYTHON:-python3}"
+NOWHERE=https://127.0.0.1:1
+newer_source() { find "$REPO/operator" -name '*.rs' -newer "$OPERATOR" | head -n 1; }
+if [ -x "$OPERATOR" ] && [ -n "$(newer_source)" ]; then
+    echo "note - the operator binary is older than operator/ sources; rebuild it with" \
+        "cargo build -p prodaccess-operator --bins"
+fi
+cat >"$WORK/nowhere.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+  - name: nowhere
+    cluster:
+      server: $NOWHERE
+      insecure-skip-tls-verify: true
+users:
+  - name: nobody
+    user:
+      token: not-a-token
+contexts:
+  - name: nowhere
+    context: {cluster: nowhere, user: nobody}
+current-context: nowhere
+EOF
+
+# container_invocation RENDER BASE: writes the operator container's arguments to BASE.args and
+# its environment (NAME=VALUE) to BASE.env, NUL-separated. Variables set from the pod
+# (valueFrom) get stand-in values, as the kubelet would give them real ones.
+container_invocation() {
+    "$PYTHON" - "$1" "$2" <<'PY'
+import sys, yaml
+render, base = sys.argv[1], sys.argv[2]
+deps = [d for d in yaml.safe_load_all(open(render)) if d and d.get("kind") == "Deployment"]
+if len(deps) != 1:
+    sys.exit(f"expected one Deployment in {render}, found {len(deps)}")
+dep = deps[0]
+container = next(c for c in dep["spec"]["template"]["spec"]["containers"]
+                 if c["name"] == "operator")
+if "command" in container:
+    sys.exit("the container overrides the image's entrypoint; this check assumes it does not")
+stand_ins = {"metadata.namespace": dep["metadata"].get("namespace", "default"),
+             "metadata.name": dep["metadata"]["name"] + "-0"}
+env = []
+for var in container.get("env", []):
+    if "value" in var:
+        value = var["value"]
+    else:
+        field = var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", "")
+        value = stand_ins.get(field, "stand-in")
+    env.append(f"{var['name']}={value}")
+with open(base + ".args", "w") as out:
+    out.write("".join(str(a) + "\0" for a in container.get("args", [])))
+with open(base + ".env", "w") as out:
+    out.write("".join(e + "\0" for e in env))
+PY
+}
+
+# operator_accepts RENDER: the binary takes the rendered container's arguments and environment.
+operator_accepts() {
+    local base rc=0 last
+    local -a args envs
+    base="$WORK/invocation-$(basename "$1" .yaml)"
+    if [ ! -x "$OPERATOR" ]; then
+        echo "no operator binary at $OPERATOR: cargo build -p prodaccess-operator --bins"
+        return 1
+    fi
+    container_invocation "$1" "$base" || return 1
+    mapfile -d '' args <"$base.args"
+    mapfile -d '' envs <"$base.env"
+    echo "prodaccess-operator ${args[*]}"
+    # A clean environment, the rendered variables, then ours last so that nothing rendered
+    # can aim the binary at a real cluster, real AWS or an instance metadata service.
+    env -i PATH="$PATH" HOME="$WORK" AWS_REGION=us-east-1 "${envs[@]}" \
+        KUBECONFIG="$WORK/nowhere.kubeconfig" \
+        AWS_ACCESS_KEY_ID=AKIDNOTREAL AWS_SECRET_ACCESS_KEY=not-a-secret \
+        AWS_ENDPOINT_URL=http://127.0.0.1:1 AWS_EC2_METADATA_DISABLED=true \
+        AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+        timeout 60 "$OPERATOR" "${args[@]}" >"$base.out" 2>"$base.err" || rc=$?
+    sed 's/^/stderr: /' "$base.err" | tail -n 8
+    last="$(tail -n 1 "$base.err")"
+    if [ "$rc" != 1 ]; then
+        echo "exit status $rc, want 1 (2 is a usage error, 124 a hang)"
+        return 1
+    fi
+    if grep -qE "^Usage:|try '--help'" "$base.err"; then
+        echo "the binary printed a usage error"
+        return 1
+    fi
+    case "$last" in
+        "error: cannot reach the Kubernetes API at $NOWHERE/"*) ;;
+        *) echo "last line is not the cluster-unreachable start-up error"; return 1 ;;
+    esac
+}
+
+check "operator binary accepts the default render's arguments and environment" \
+    operator_accepts "$WORK/default.yaml"
+check "operator binary accepts the full render's arguments and environment" \
+    operator_accepts "$WORK/all.yaml"
 
 if [ "$OFFLINE" = 1 ]; then
     echo "$PASSED passed, $FAILED failed"

@@ -85,8 +85,13 @@ policy/v1beta1
 {{- end -}}
 
 {{/*
-Operator arguments, mapped one to one from values. Booleans are passed as
---flag=true|false so that turning a default-on flag off is expressible.
+Operator arguments, mapped from values. Booleans are passed as --flag=true|false so that
+turning a default-on flag off is expressible. Durations are kept in seconds in values and
+passed with their unit ("30s"): the operator refuses a bare number. Seconds go through int64
+because a number read from a values file is a float, which printf writes as 1e+06 once it
+reaches a million. Both budget values become one --aws-budget; awsBudget comes last, so its
+entries win over rateLimits.iamWritesPerSecond for the same service.
+tests/chart/test.sh runs the real binary with what this renders.
 */}}
 {{- define "prodaccess-operator.args" -}}
 - run
@@ -94,16 +99,26 @@ Operator arguments, mapped one to one from values. Booleans are passed as
 - {{ printf "--log-format=%s" .Values.logging.format | quote }}
 - {{ printf "--leader-election=%t" .Values.leaderElection.enabled | quote }}
 - {{ printf "--lease-name=%s" .Values.leaderElection.leaseName | quote }}
-- {{ printf "--grant-resync=%v" .Values.resync.grantSeconds | quote }}
-- {{ printf "--route-resync=%v" .Values.resync.routeSeconds | quote }}
+- {{ printf "--grant-resync=%ds" (int64 .Values.resync.grantSeconds) | quote }}
+- {{ printf "--route-resync=%ds" (int64 .Values.resync.routeSeconds) | quote }}
 {{- with .Values.watch.namespaces }}
 - {{ printf "--namespaces=%s" (join "," .) | quote }}
 {{- end }}
 {{- with .Values.watch.selector }}
 - {{ printf "--selector=%s" . | quote }}
 {{- end }}
+{{- if not (kindIs "invalid" .Values.grants.addMarginSeconds) }}
+- {{ printf "--add-margin=%ds" (int64 .Values.grants.addMarginSeconds) | quote }}
+{{- end }}
+{{- $budget := list }}
 {{- if not (kindIs "invalid" .Values.rateLimits.iamWritesPerSecond) }}
-- {{ printf "--iam-write-rate=%v" .Values.rateLimits.iamWritesPerSecond | quote }}
+{{- $budget = append $budget (printf "iam:write=%v" .Values.rateLimits.iamWritesPerSecond) }}
+{{- end }}
+{{- with .Values.awsBudget }}
+{{- $budget = append $budget . }}
+{{- end }}
+{{- with $budget }}
+- {{ printf "--aws-budget=%s" (join "," .) | quote }}
 {{- end }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
