@@ -86,7 +86,9 @@ e2e: platform-up
 	$(CARGO) build --workspace --bins
 	$(WITH_ENV) $(CARGO) test --no-fail-fast --workspace --test '*' -- --test-threads=2
 
+# The chart test starts the operator binary with the rendered arguments; build it first.
 chart-test: platform-up
+	$(CARGO) build -p prodaccess-operator --bins
 	@if [ -x tests/chart/test.sh ] || [ -f tests/chart/test.sh ]; then \
 	    $(WITH_ENV) bash tests/chart/test.sh; else echo "chart-test: no tests/chart/test.sh, skipped"; fi
 
