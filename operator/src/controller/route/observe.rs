@@ -629,11 +629,18 @@ pub(super) async fn record(
         .send()
         .await
         .map_err(|e| ObserveError::ListRecords(e.into()))?;
-    let found = out
-        .resource_record_sets()
+    Ok(record_in(out.resource_record_sets(), host))
+}
+
+/// The CNAME or A record of `host` among a zone's record sets.
+pub(super) fn record_in(
+    sets: &[aws_sdk_route53::types::ResourceRecordSet],
+    host: &str,
+) -> Option<Record> {
+    let found = sets
         .iter()
         .find(|r| same_name(r.name(), host) && matches!(r.r#type().as_str(), "CNAME" | "A"));
-    Ok(found.map(|r| {
+    found.map(|r| {
         let alias = r.alias_target();
         let values = match alias {
             Some(alias) => vec![alias.dns_name().to_string()],
@@ -650,5 +657,5 @@ pub(super) async fn record(
             alias_zone_id: alias.map(|a| a.hosted_zone_id().to_string()),
             ttl: r.ttl(),
         }
-    }))
+    })
 }

@@ -82,6 +82,7 @@ struct ZoneSummary {
     id: String,
     name: String,
     caller_reference: String,
+    record_count: Option<i64>,
 }
 
 /// Account-wide listings, each one paginated call (or a few).
@@ -287,7 +288,11 @@ async fn refresh(
         .retain(|want, last| since.is_none_or(|at| *last >= at) && exists(&inventory, want));
     let wanted: Vec<Detail> = entry.wanted.keys().cloned().collect();
     let mut details = read_listeners(aws, &wanted).await.unwrap_or_default();
-    for want in wanted.iter().filter(|w| !matches!(w, Detail::Listener(_))) {
+    details.extend(read_shared_zones(aws, &inventory, &wanted).await);
+    let single = wanted
+        .iter()
+        .filter(|w| !matches!(w, Detail::Listener(_)) && !details.contains_key(*w));
+    for want in single.collect::<Vec<_>>() {
         if let Ok(value) = read_detail(aws, want).await {
             details.insert(want.clone(), value);
         }
@@ -298,6 +303,81 @@ async fn refresh(
         .collect();
     entry.inventory = Some((started, inventory.clone()));
     Ok(inventory)
+}
+
+/// Record sets per page of `ListResourceRecordSets`.
+const RECORDS_PER_PAGE: u64 = 300;
+
+/// Whether listing a whole zone of `record_count` record sets takes fewer calls than one read
+/// per host name, as when many routes share one zone.
+fn whole_zone(hosts: usize, record_count: Option<i64>) -> bool {
+    let Some(count) = record_count.and_then(|c| u64::try_from(c).ok()) else {
+        return false;
+    };
+    count.max(1).div_ceil(RECORDS_PER_PAGE) < hosts as u64
+}
+
+/// The records of zones that several routes share, one listing per zone where that is
+/// cheaper; a zone that fails to list is left to the per-host reads.
+async fn read_shared_zones(
+    aws: &AwsClients,
+    inventory: &Inventory,
+    wanted: &[Detail],
+) -> HashMap<Detail, Value> {
+    let mut hosts: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for want in wanted {
+        if let Detail::Record { zone_id, host } = want {
+            hosts.entry(zone_id).or_default().push(host);
+        }
+    }
+    let mut found = HashMap::new();
+    for (zone_id, hosts) in hosts {
+        let zone = inventory.zones.iter().find(|z| z.id == zone_id);
+        if !whole_zone(hosts.len(), zone.and_then(|z| z.record_count)) {
+            continue;
+        }
+        let Ok(sets) = list_zone(aws, zone_id).await else {
+            continue;
+        };
+        for host in hosts {
+            let want = Detail::Record {
+                zone_id: zone_id.to_string(),
+                host: host.to_string(),
+            };
+            found.insert(want, Value::Record(observe::record_in(&sets, host)));
+        }
+    }
+    found
+}
+
+/// Every record set of a zone.
+async fn list_zone(
+    aws: &AwsClients,
+    zone_id: &str,
+) -> Result<Vec<aws_sdk_route53::types::ResourceRecordSet>, AwsCallError> {
+    let mut sets = Vec::new();
+    let mut start = None;
+    loop {
+        let mut call = aws
+            .route53
+            .list_resource_record_sets()
+            .hosted_zone_id(zone_id);
+        if let Some((name, kind, identifier)) = start.take() {
+            call = call
+                .start_record_name(name)
+                .start_record_type(kind)
+                .set_start_record_identifier(identifier);
+        }
+        let out = call.send().await?;
+        sets.extend(out.resource_record_sets().iter().cloned());
+        match (out.next_record_name(), out.next_record_type()) {
+            (Some(name), Some(kind)) if out.is_truncated() => {
+                let identifier = out.next_record_identifier().map(str::to_string);
+                start = Some((name.to_string(), kind.clone(), identifier));
+            }
+            _ => return Ok(sets),
+        }
+    }
 }
 
 /// Whether a detail's resource is still in the inventory, where the inventory lists it.
@@ -642,6 +722,7 @@ async fn consumer_inventory(aws: &AwsClients) -> Result<Inventory, ObserveError>
                 id: bare_zone_id(z.id()),
                 name: z.name().to_string(),
                 caller_reference: z.caller_reference().to_string(),
+                record_count: z.resource_record_set_count(),
             }));
         match out.next_marker() {
             Some(next) if out.is_truncated() => marker = Some(next.to_string()),
@@ -854,6 +935,7 @@ mod tests {
                 id: zone.id.clone(),
                 name: zone.name.clone(),
                 caller_reference: names.zone_caller_reference(),
+                record_count: Some(3),
             });
         }
         let mut details = HashMap::new();
@@ -1019,6 +1101,21 @@ mod tests {
             &provider.inventory,
             &Detail::Principals("vpce-svc-gone".into())
         ));
+    }
+
+    #[test]
+    fn a_zone_is_listed_whole_only_when_that_takes_fewer_calls_than_its_hosts() {
+        assert!(!whole_zone(1, Some(3)), "one host: one read of its own");
+        assert!(
+            whole_zone(2, Some(3)),
+            "two hosts in a small zone: one listing"
+        );
+        assert!(
+            !whole_zone(3, Some(900)),
+            "three pages for three hosts: no gain"
+        );
+        assert!(whole_zone(4, Some(900)));
+        assert!(!whole_zone(50, None), "unknown size: per host");
     }
 
     const ITG_ARN: &str = "arn:itg";
