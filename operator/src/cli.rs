@@ -110,8 +110,8 @@ pub struct RunArgs {
     pub namespaces: Vec<String>,
     /// AWS request budget overrides, like `iam:write=20/40,ec2:read=50` (rate a second and
     /// optional burst per service and read or write); AWS's published limits otherwise.
-    #[arg(long, env = "PRODACCESS_AWS_BUDGET", default_value = "")]
-    pub aws_budget: String,
+    #[arg(long, env = "PRODACCESS_AWS_BUDGET", default_value = "", value_parser = budget)]
+    pub aws_budget: BudgetConfig,
     /// Only reconcile objects matching this label selector (all four kinds).
     #[arg(long, env = "PRODACCESS_SELECTOR")]
     pub selector: Option<String>,
@@ -119,6 +119,12 @@ pub struct RunArgs {
 
 fn duration(text: &str) -> Result<Duration, String> {
     crd::parse_duration(text).map_err(|err| err.to_string())
+}
+
+/// Parses `--aws-budget` with the rest of the arguments, so a bad one stops the operator at
+/// once with a usage error, before it connects anywhere.
+fn budget(text: &str) -> Result<BudgetConfig, String> {
+    BudgetConfig::default().with_overrides(text)
 }
 
 /// Entry point of the binary.
@@ -252,9 +258,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube_client(args.context.as_deref()).await?;
     check_crds(&client).await?;
     let metrics = Metrics::new();
-    let budget = BudgetConfig::default()
-        .with_overrides(&args.aws_budget)
-        .map_err(|err| anyhow::anyhow!("--aws-budget: {err}"))?;
+    let budget = args.aws_budget.clone();
     let aws = Arc::new(ClientFactory::from_env(metrics.clone(), budget).await);
     aws.check_credentials().await?;
     let ready = Readiness::default();
@@ -407,5 +411,24 @@ async fn phase_gauges(ctx: Arc<Context>) {
                 .set(count as i64);
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_budget_is_a_usage_error() {
+        let parse = |budget: &str| {
+            Cli::try_parse_from(["prodaccess-operator", "run", "--aws-budget", budget])
+                .map(|_| ())
+                .map_err(|err| err.kind())
+        };
+        assert_eq!(parse("iam:write=20/40,ec2:read=50"), Ok(()));
+        assert_eq!(
+            parse("iam:wrte=3"),
+            Err(clap::error::ErrorKind::ValueValidation)
+        );
     }
 }
