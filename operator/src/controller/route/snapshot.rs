@@ -39,6 +39,9 @@ use super::state::{
 use crate::aws::AwsClients;
 use crate::crd::{PrivateLinkRouteSpec, RouteHops};
 
+/// The most load balancers or target groups ELB returns per page (it would return fewer).
+const ELB_PAGE: i32 = 400;
+
 /// How many listener ARNs one `DescribeListeners` names.
 const LISTENER_BATCH: usize = 20;
 
@@ -611,6 +614,7 @@ async fn provider_inventory(aws: &AwsClients) -> Result<Inventory, ObserveError>
         let out = aws
             .elbv2
             .describe_load_balancers()
+            .page_size(ELB_PAGE)
             .set_marker(marker)
             .send()
             .await
@@ -631,6 +635,7 @@ async fn provider_inventory(aws: &AwsClients) -> Result<Inventory, ObserveError>
         let out = aws
             .elbv2
             .describe_target_groups()
+            .page_size(ELB_PAGE)
             .set_marker(marker)
             .send()
             .await
