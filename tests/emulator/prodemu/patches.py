@@ -9,7 +9,16 @@ def apply() -> None:
     global _applied
     if _applied:
         return
-    from . import control, core_patch, enforcement, ec2_ext, elbv2_ext, ssm_ext, sts_patch
+    from . import (
+        control,
+        core_patch,
+        ec2_ext,
+        elbv2_ext,
+        enforcement,
+        idempotency,
+        ssm_ext,
+        sts_patch,
+    )
 
     core_patch.apply()
     enforcement.apply()
@@ -17,5 +26,6 @@ def apply() -> None:
     ssm_ext.apply()
     ec2_ext.apply()
     elbv2_ext.apply()
+    idempotency.apply()
     control.apply()
     _applied = True

@@ -127,3 +127,51 @@ def test_nlb_lifecycle_with_net_arn(acct):
         elbv2.delete_listener(ListenerArn=l["ListenerArn"])
     elbv2.delete_load_balancer(LoadBalancerArn=arn)
     assert [x["LoadBalancerName"] for x in elbv2.describe_load_balancers()["LoadBalancers"]] == ["inner-alb"]
+
+
+def test_endpoint_and_service_client_tokens_are_idempotent(acct, other_acct):
+    _, sub = _vpc(acct)
+    lb = _nlb(acct, sub, name="token-nlb")
+    ec2 = acct.client("ec2")
+    kw = dict(NetworkLoadBalancerArns=[lb["LoadBalancerArn"]], AcceptanceRequired=False, ClientToken="route-uid-svc")
+    first = ec2.create_vpc_endpoint_service_configuration(**kw)["ServiceConfiguration"]
+    again = ec2.create_vpc_endpoint_service_configuration(**kw)["ServiceConfiguration"]
+    assert first["ServiceId"] == again["ServiceId"]
+    assert len(ec2.describe_vpc_endpoint_service_configurations()["ServiceConfigurations"]) == 1
+    ec2.modify_vpc_endpoint_service_permissions(
+        ServiceId=first["ServiceId"], AddAllowedPrincipals=[f"arn:aws:iam::{other_acct.id}:root"]
+    )
+    vpc, csub = _vpc(other_acct)
+    cec2 = other_acct.client("ec2")
+    ep = dict(
+        VpcEndpointType="Interface", VpcId=vpc, SubnetIds=[csub], ServiceName=first["ServiceName"]
+    )
+    a = cec2.create_vpc_endpoint(**ep, ClientToken="route-uid-ep")["VpcEndpoint"]
+    b = cec2.create_vpc_endpoint(**ep, ClientToken="route-uid-ep")["VpcEndpoint"]
+    assert a["VpcEndpointId"] == b["VpcEndpointId"]
+    assert len(cec2.describe_vpc_endpoints()["VpcEndpoints"]) == 1
+    other_vpc = cec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    with pytest.raises(ClientError) as e:
+        moved = {**ep, "VpcId": other_vpc, "SubnetIds": []}
+        cec2.create_vpc_endpoint(**moved, ClientToken="route-uid-ep")
+    assert e.value.response["Error"]["Code"] == "IdempotentParameterMismatch"
+    cec2.delete_vpc_endpoints(VpcEndpointIds=[a["VpcEndpointId"]])
+    c = cec2.create_vpc_endpoint(**ep, ClientToken="route-uid-ep")["VpcEndpoint"]
+    assert c["VpcEndpointId"] != a["VpcEndpointId"]
+    untokened = [cec2.create_vpc_endpoint(**ep)["VpcEndpoint"]["VpcEndpointId"] for _ in range(2)]
+    assert untokened[0] != untokened[1]
+
+
+def test_hosted_zone_caller_reference_is_used_once(acct):
+    vpc, _ = _vpc(acct)
+    r53 = acct.client("route53")
+    kw = dict(
+        Name="r1.example.com", CallerReference="route-uid-zone",
+        HostedZoneConfig={"PrivateZone": True}, VPC={"VPCRegion": "us-east-1", "VPCId": vpc},
+    )
+    r53.create_hosted_zone(**kw)
+    with pytest.raises(ClientError) as e:
+        r53.create_hosted_zone(**kw)
+    assert e.value.response["Error"]["Code"] == "HostedZoneAlreadyExists"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+    assert len(r53.list_hosted_zones()["HostedZones"]) == 1
