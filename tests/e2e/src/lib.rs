@@ -14,6 +14,7 @@ pub mod invariants;
 pub mod network;
 pub mod operator;
 pub mod platform;
+pub mod routes;
 pub mod scenario;
 pub mod seed;
 

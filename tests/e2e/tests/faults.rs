@@ -19,6 +19,7 @@ use prodaccess_e2e::invariants::{
 };
 use prodaccess_e2e::operator::{free_port, http};
 use prodaccess_e2e::platform::{eventually, install_crds};
+use prodaccess_e2e::routes::{RouteLoad, RoutePlan, RouteReport};
 use prodaccess_e2e::{Operator, Platform, TestEnv};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -87,32 +88,71 @@ fn print_figures(test: &str, report: &LoadReport, log: &CallLog) {
     );
 }
 
+/// The faults the operator's own route calls met, from the call log: printed, and a failure
+/// when none did (the routes were then not tested under faults at all).
+fn route_faults(
+    test: &str,
+    log: &CallLog,
+    route_load: &RouteLoad,
+    report: &RouteReport,
+) -> Vec<String> {
+    let (calls, by_kind) = route_load.operator_calls(log);
+    eprintln!(
+        "{test}: {calls} operator AWS calls for {} routes; faults on them {by_kind:?}",
+        report.lives.len()
+    );
+    if report.lives.is_empty() || !by_kind.is_empty() {
+        return Vec::new();
+    }
+    vec!["no fault met the operator's route calls: the routes proved nothing".into()]
+}
+
 /// With about 10% of every AWS call the operator makes failing (throttles with each service's
 /// own code, Route 53's PriorRequestNotComplete, HTTP 500 and 503, connection resets, and a
 /// few answers slower than the 10 s attempt timeout), many short staggered grants all still
-/// start, end on time and leave nothing behind. `PRODACCESS_FAULT_GRANTS` sets how many
-/// (default 50; the figure in docs/reliability.md is from 1,000).
+/// start, end on time and leave nothing behind; at the same time routes are built, some deleted
+/// while being built or once Ready and the rest at the end, with never a duplicate AWS resource
+/// and nothing left after a deletion completes. `PRODACCESS_FAULT_GRANTS` sets how many grants
+/// (default 50; the figure in docs/reliability.md is from 1,000), `PRODACCESS_FAULT_ROUTES` how
+/// many routes (default 5; by hand 100) and `PRODACCESS_FAULT_ROUTE_SPREAD_SECS` over how long
+/// they are applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_faults_converge() -> anyhow::Result<()> {
     let grants = env_number("PRODACCESS_FAULT_GRANTS", 50);
+    let routes = env_number("PRODACCESS_FAULT_ROUTES", 5);
     let env = TestEnv::new("aws-faults").await?;
     let endpoint = env.platform.aws_endpoint.clone();
     let load = GrantLoad::setup(&env, grants).await?;
-    let log = CallLog::new(&endpoint, std::slice::from_ref(&load.account));
+    let route_load = RouteLoad::setup(&env).await?;
+    let mut accounts = vec![load.account.clone()];
+    accounts.extend(route_load.account_ids());
+    let log = CallLog::new(&endpoint, &accounts);
     let poller = log.spawn_poller(Duration::from_secs(1));
-    add_faults(&endpoint, &fault_rules(&load.account, 0.004)).await?;
+    for account in &accounts {
+        add_faults(&endpoint, &fault_rules(account, 0.004)).await?;
+    }
     let mut operator = Operator::start(&env, "operator", &["--add-margin", "12s"])?;
     operator.wait_ready().await?;
 
     let plan = plan(grants);
-    let (report, ()) = load
-        .run(&env, &plan, Duration::from_secs(60), async {})
+    let route_plan = RoutePlan::sized("PRODACCESS_FAULT_ROUTE_SPREAD_SECS", routes);
+    let routes_run = route_load.run(&env, &route_plan);
+    let (report, route_report) = load
+        .run(&env, &plan, Duration::from_secs(60), routes_run)
         .await?;
+    let route_report = route_report?;
     let mut failures = common_failures(&load, &plan, &report, &mut operator).await?;
+    failures.extend(route_report.failures.iter().cloned());
     log.poll().await?;
     poller.abort();
     print_figures("aws_faults_converge", &report, &log);
-    let faults = fault_hits(&endpoint, &load.account).await?;
+    eprintln!("aws_faults_converge: {}", route_report.figures());
+    let mut faults: BTreeMap<String, u64> = BTreeMap::new();
+    for account in &accounts {
+        for (kind, hits) in fault_hits(&endpoint, account).await? {
+            *faults.entry(kind).or_default() += hits;
+        }
+    }
     eprintln!("aws_faults_converge: faults fired {faults:?}");
     for kind in ["throttle", "http500", "http503", "reset"] {
         if faults.get(kind).copied().unwrap_or(0) == 0 {
@@ -120,6 +160,15 @@ async fn aws_faults_converge() -> anyhow::Result<()> {
                 "no {kind} fault was injected: the test proved nothing"
             ));
         }
+    }
+    failures.extend(route_faults(
+        "aws_faults_converge",
+        &log,
+        &route_load,
+        &route_report,
+    ));
+    if let Err(err) = route_load.teardown(&env).await {
+        failures.push(format!("route teardown: {err:#}"));
     }
     if let Err(err) = load.teardown(&env).await {
         failures.push(format!("teardown: {err:#}"));
