@@ -15,11 +15,12 @@ pub use observe::{approval_record, approval_state};
 
 use futures::StreamExt;
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
 use std::sync::Arc;
@@ -532,6 +533,41 @@ fn grants_of_account(
         .collect()
 }
 
+/// What of an `AccessGroup` or `AwsAccount` decides whether its grants may be given: its spec
+/// (by generation) and its readiness.
+fn eligibility_terms<K>(object: &K) -> Option<u64>
+where
+    K: kube::Resource + HasReadyCondition,
+{
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    object.meta().generation.hash(&mut hasher);
+    object.ready().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// The Ready condition's status and reason, if the object has one.
+trait HasReadyCondition {
+    fn ready(&self) -> Option<(String, String)>;
+}
+
+fn ready_of(conditions: &[Condition]) -> Option<(String, String)> {
+    let ready = conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some((ready.status.clone(), ready.reason.clone()))
+}
+
+impl HasReadyCondition for crate::crd::AccessGroup {
+    fn ready(&self) -> Option<(String, String)> {
+        ready_of(&self.status.as_ref()?.conditions)
+    }
+}
+
+impl HasReadyCondition for crate::crd::AwsAccount {
+    fn ready(&self) -> Option<(String, String)> {
+        ready_of(&self.status.as_ref()?.conditions)
+    }
+}
+
 /// Runs the grant controller until the process stops.
 pub async fn run(ctx: Arc<Context>, api: Api<ProductionAccessGrant>, config: watcher::Config) {
     let overdue = revoke_overdue(ctx.clone(), &api, config.label_selector.as_deref()).await;
@@ -542,8 +578,19 @@ pub async fn run(ctx: Arc<Context>, api: Api<ProductionAccessGrant>, config: wat
     let accounts: Api<crate::crd::AwsAccount> = Api::all(ctx.client.clone());
     let store = ctx.grants.clone();
     let (grant_store, group_store) = (ctx.grants.clone(), ctx.groups.clone());
+    // Only changes that can change a grant's eligibility reach the grants: a group's status
+    // also lists its members, which every grant and revocation changes, and re-evaluating
+    // every grant of the group on each of those would swamp the controller.
+    let groups = watcher(groups, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(eligibility_terms, PredicateConfig::default());
+    let accounts = watcher(accounts, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(eligibility_terms, PredicateConfig::default());
     Controller::new(api, config.clone())
-        .watches(groups, watcher::Config::default(), move |group| {
+        .watches_stream(groups, move |group| {
             // A group change (readiness, rules) re-evaluates the grants that use it.
             let name = group.name_any();
             store
@@ -553,7 +600,7 @@ pub async fn run(ctx: Arc<Context>, api: Api<ProductionAccessGrant>, config: wat
                 .map(|g| kube::runtime::reflector::ObjectRef::from_obj(g.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .watches(accounts, watcher::Config::default(), move |account| {
+        .watches_stream(accounts, move |account| {
             // So does an account change (readiness, namespace allow-list): a grant that failed
             // on the account's allow-list goes through once the admin allows its namespace.
             grants_of_account(
@@ -589,6 +636,40 @@ mod tests {
         let mut grant = ProductionAccessGrant::new(name, spec);
         grant.metadata.namespace = Some("ops".into());
         Some(Arc::new(grant))
+    }
+
+    #[test]
+    fn only_spec_and_readiness_changes_of_a_group_reach_its_grants() {
+        let base = group("prod", "jump").unwrap_or_else(|| unreachable!());
+        let mut group = base.as_ref().clone();
+        group.metadata.generation = Some(1);
+        let terms = |g: &AccessGroup| eligibility_terms(g);
+        let before = terms(&group);
+        let mut status = crate::crd::AccessGroupStatus {
+            members: vec!["alice".into()],
+            ..Default::default()
+        };
+        group.status = Some(status.clone());
+        assert_eq!(
+            terms(&group),
+            before,
+            "a new member changes nothing for grants"
+        );
+        status.conditions.push(Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "Ready".into(),
+            message: String::new(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::UNIX_EPOCH,
+            ),
+            observed_generation: None,
+        });
+        group.status = Some(status);
+        let ready = terms(&group);
+        assert_ne!(ready, before, "readiness does");
+        group.metadata.generation = Some(2);
+        assert_ne!(terms(&group), ready, "and so does the spec");
     }
 
     #[test]
