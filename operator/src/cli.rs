@@ -121,6 +121,11 @@ fn duration(text: &str) -> Result<Duration, String> {
     crd::parse_duration(text).map_err(|err| err.to_string())
 }
 
+/// How long after the start-up list of grants it still counts as current. A standby that
+/// waited longer for the Lease reads each grant again instead: its watch may lag behind what
+/// the previous leader wrote.
+const LIST_STILL_CURRENT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Parses `--aws-budget` with the rest of the arguments, so a bad one stops the operator at
 /// once with a usage error, before it connects anywhere.
 fn budget(text: &str) -> Result<BudgetConfig, String> {
@@ -281,6 +286,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .wait_until_ready()
         .await
         .map_err(|err| anyhow::anyhow!("watch cache: {err}"))?;
+    let listed_at = std::time::Instant::now();
     ready.set_ready();
 
     if args.leader_election {
@@ -310,6 +316,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         revocations: Default::default(),
         grant_versions: Default::default(),
     });
+    if listed_at.elapsed() < LIST_STILL_CURRENT {
+        // Leading at once (a restart in the same pod): the grants were just listed, which is
+        // as current as reading each again, so the first reconciles skip those reads.
+        crate::controller::grant::trust_listed(&ctx);
+    }
     tokio::spawn(phase_gauges(ctx.clone()));
     run_controllers(ctx, &args).await;
     Ok(())

@@ -272,6 +272,13 @@ fn cache_is_current(ctx: &Context, grant: &ProductionAccessGrant) -> bool {
     versions.get(&uid) == Some(&version)
 }
 
+/// Takes the grants of the start-up list as read from the API server (see `cli::run`).
+pub fn trust_listed(ctx: &Context) {
+    for grant in ctx.grants.state() {
+        note_version(ctx, &grant);
+    }
+}
+
 fn note_version(ctx: &Context, grant: &ProductionAccessGrant) {
     if let (Some(uid), Some(version), Ok(mut versions)) = (
         grant.uid(),
