@@ -72,13 +72,14 @@ impl Error {
 /// revocation, goes ahead from the cache).
 const FRESH_READ_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Whether a grant is Active past its expiry: its user must be removed now.
+/// Whether a grant not yet finished is past the expiry of its recorded window: its user must
+/// be removed now. Not only Active grants: a window is recorded just before access is given,
+/// so an operator stopped before it wrote Active may have given it.
 fn is_overdue(grant: &ProductionAccessGrant, now: Timestamp) -> bool {
-    let status = grant.status.as_ref();
-    status.is_some_and(|s| s.phase == GrantPhase::Active)
-        && status
-            .and_then(|s| s.window.as_ref())
-            .is_some_and(|w| w.expiry.0 <= now)
+    let Some(status) = grant.status.as_ref() else {
+        return false;
+    };
+    !status.phase.is_terminal() && status.window.as_ref().is_some_and(|w| w.expiry.0 <= now)
 }
 
 /// Field manager of every status write.
@@ -643,6 +644,35 @@ mod tests {
         let mut grant = ProductionAccessGrant::new(name, spec);
         grant.metadata.namespace = Some("ops".into());
         Some(Arc::new(grant))
+    }
+
+    #[test]
+    fn a_recorded_window_past_its_expiry_is_overdue_until_the_grant_is_finished() {
+        let mut grant = grant("a", "prod").unwrap_or_else(|| unreachable!());
+        let expiry = Timestamp::UNIX_EPOCH;
+        let now = expiry + jiff::SignedDuration::from_secs(1);
+        let with = |phase| {
+            let mut g = grant.as_ref().clone();
+            g.status = Some(ProductionAccessGrantStatus {
+                phase,
+                window: Some(crate::crd::GrantWindow {
+                    start: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(expiry),
+                    expiry: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(expiry),
+                }),
+                ..Default::default()
+            });
+            g
+        };
+        // Stopped after the window was recorded but before Active was written.
+        assert!(is_overdue(&with(GrantPhase::Pending), now));
+        assert!(is_overdue(&with(GrantPhase::Active), now));
+        assert!(!is_overdue(&with(GrantPhase::Expired), now));
+        assert!(!is_overdue(
+            &with(GrantPhase::Active),
+            expiry - jiff::SignedDuration::from_secs(1)
+        ));
+        Arc::make_mut(&mut grant).status = None;
+        assert!(!is_overdue(&grant, now), "no window, nothing given");
     }
 
     #[test]
