@@ -28,9 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::aws::ErrorClass;
 use crate::controller::Context;
-use crate::crd::{
-    GrantPhase, ProductionAccessGrant, ProductionAccessGrantStatus, PAUSED_ANNOTATION,
-};
+use crate::crd::{ProductionAccessGrant, ProductionAccessGrantStatus, PAUSED_ANNOTATION};
 use plan::{effective_spec, Audit, GrantPlan, PollSettings};
 
 /// Why a grant reconcile failed.
@@ -626,7 +624,7 @@ pub async fn run(ctx: Arc<Context>, api: Api<ProductionAccessGrant>, config: wat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{AccessGroup, AccessGroupSpec, ProductionAccessGrantSpec};
+    use crate::crd::{AccessGroup, AccessGroupSpec, GrantPhase, ProductionAccessGrantSpec};
 
     fn group(name: &str, account: &str) -> Option<Arc<AccessGroup>> {
         let spec: AccessGroupSpec = serde_json::from_value(json!({
@@ -730,7 +728,7 @@ mod tests {
 
     mod decision_first {
         use super::super::*;
-        use crate::crd::{ApprovedTerms, GrantWindow};
+        use crate::crd::{ApprovedTerms, GrantPhase, GrantWindow};
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
         use plan::GrantAction;
 
