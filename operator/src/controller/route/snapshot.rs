@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use super::error::AwsCallError;
-use super::names::RouteNames;
+use super::names::{RouteNames, UID_TAG};
 use super::observe::{self, bare_zone_id, Clients, ObserveError};
 use super::state::{
     EndpointService, HostedZone, Instance, Listener, LoadBalancer, Observed, Record, Subnet,
@@ -655,6 +655,13 @@ async fn provider_inventory(aws: &AwsClients) -> Result<Inventory, ObserveError>
     Ok(inventory)
 }
 
+/// Only resources some route owns, where EC2 filters by tag key (AWS does for endpoints and
+/// endpoint services; the emulator only for endpoints). Ownership by UID is still checked per
+/// route, so a listing the filter does not narrow is only longer.
+fn owned_by_a_route() -> aws_sdk_ec2::types::Filter {
+    observe::filter("tag-key", &[UID_TAG.to_string()])
+}
+
 fn ec2_tags(tags: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
     tags.iter()
         .map(|t| {
@@ -673,6 +680,7 @@ async fn endpoint_services(
         let out = aws
             .ec2
             .describe_vpc_endpoint_service_configurations()
+            .filters(owned_by_a_route())
             .set_next_token(token)
             .send()
             .await
@@ -697,6 +705,7 @@ async fn consumer_inventory(aws: &AwsClients) -> Result<Inventory, ObserveError>
         let out = aws
             .ec2
             .describe_vpc_endpoints()
+            .filters(owned_by_a_route())
             .set_next_token(token)
             .send()
             .await
@@ -838,7 +847,6 @@ async fn describe_listeners(
 
 #[cfg(test)]
 mod tests {
-    use super::super::names::UID_TAG;
     use super::super::plan::plan;
     use super::super::tests::{converged, desired, spec};
     use super::*;
