@@ -16,6 +16,7 @@ def apply() -> None:
         elbv2_ext,
         enforcement,
         idempotency,
+        route53_ext,
         ssm_ext,
         sts_patch,
     )
@@ -26,6 +27,7 @@ def apply() -> None:
     ssm_ext.apply()
     ec2_ext.apply()
     elbv2_ext.apply()
+    route53_ext.apply()
     idempotency.apply()
     control.apply()
     _applied = True
