@@ -66,6 +66,17 @@ fn number(name: &str, default: u64) -> crate::Result<u64> {
     }
 }
 
+fn flag(name: &str, default: bool) -> crate::Result<bool> {
+    match std::env::var(name) {
+        Ok(text) => match text.trim() {
+            "1" => Ok(true),
+            "0" => Ok(false),
+            _ => anyhow::bail!("{name}={text:?} must be 0 or 1"),
+        },
+        Err(_) => Ok(default),
+    }
+}
+
 impl BenchConfig {
     /// Reads the configuration; the defaults finish in about ten minutes on two cores.
     pub fn from_env(repo: &std::path::Path) -> crate::Result<Self> {
@@ -105,6 +116,7 @@ impl BenchConfig {
                 grants,
                 groups: number("BENCH_GROUPS", 10)?.max(1) as usize,
                 routes,
+                shared_zone: flag("BENCH_SHARED_ZONE", true)?,
                 steady: Duration::from_secs(number("BENCH_STEADY_SECONDS", 120)?),
                 setup_budget,
                 cold_timeout: Duration::from_secs(number("BENCH_COLD_TIMEOUT_S", cold_default)?),
@@ -133,6 +145,7 @@ impl BenchConfig {
             "BENCH_GRANTS": self.population.grants,
             "BENCH_GROUPS": self.population.groups,
             "BENCH_ROUTES": self.population.routes,
+            "BENCH_SHARED_ZONE": u8::from(self.population.shared_zone),
             "BENCH_STEADY_SECONDS": self.population.steady.as_secs(),
             "phases": self.phases,
             "grant_resync": self.operator.grant_resync,

@@ -28,6 +28,9 @@ pub struct PopulationConfig {
     pub grants: usize,
     pub groups: usize,
     pub routes: usize,
+    /// Every route's record in one private zone the harness creates (`BENCH_SHARED_ZONE=1`),
+    /// as real deployments do, rather than a zone per route that the operator creates.
+    pub shared_zone: bool,
     pub steady: Duration,
     /// `--aws-budget` of the operator that builds the population.
     pub setup_budget: String,
@@ -143,8 +146,15 @@ async fn build(
     let mut operator = BenchOperator::start(&env, "population-setup", &setup)?;
     operator.wait_ready().await?;
     world::wait_groups_ready(&env, config.groups).await?;
+    let zone = if config.shared_zone {
+        let id = world::private_zone(&jump, SHARED_ZONE, &net.jump_vpc).await?;
+        println!("==> shared private zone {SHARED_ZONE} ({id}) for every route");
+        Some(id)
+    } else {
+        None
+    };
     let routes: Vec<Value> = (0..config.routes)
-        .map(|r| route(r, &names, &net, &settings.route_resync))
+        .map(|r| route(r, &names, &net, zone.as_deref(), &settings.route_resync))
         .collect();
     world::apply_all(&env, routes).await?;
     let grants: Vec<Value> = (0..config.grants)
@@ -175,10 +185,23 @@ async fn build(
     Ok(population)
 }
 
-/// Route `r` over the shared network: `console.r<r>.prod.example.com` in a private zone of its
-/// own that the operator creates. A shared zone named by ID would be cheaper, but the emulator's
-/// zone IDs do not start with `Z` as AWS's do, and the CRD's schema requires that.
-fn route(r: usize, accounts: &(String, String), net: &seed::Network, drift: &str) -> Value {
+/// The private zone that holds every route's record with `BENCH_SHARED_ZONE=1`.
+const SHARED_ZONE: &str = "prod.example.com";
+
+/// Route `r` over the shared network: `console.r<r>.prod.example.com`, a record in the shared
+/// zone `shared_zone` (named by ID, so the operator neither creates nor deletes it) or, without
+/// one, in a private zone `r<r>.prod.example.com` of its own that the operator creates.
+fn route(
+    r: usize,
+    accounts: &(String, String),
+    net: &seed::Network,
+    shared_zone: Option<&str>,
+    drift: &str,
+) -> Value {
+    let zone = match shared_zone {
+        Some(id) => json!({"zoneId": id}),
+        None => json!({"zoneName": format!("r{r}.prod.example.com")}),
+    };
     json!({
         "apiVersion": "prodaccess.io/v1alpha1",
         "kind": "PrivateLinkRoute",
@@ -202,7 +225,7 @@ fn route(r: usize, accounts: &(String, String), net: &seed::Network, drift: &str
                 "vpcId": net.jump_vpc,
                 "subnetIds": [net.jump_subnet],
                 "securityGroupIds": [net.jump_sg],
-                "hostedZone": {"zoneName": format!("r{r}.prod.example.com")},
+                "hostedZone": zone,
                 "recordType": "CNAME",
             },
             "deletionPolicy": "Delete",

@@ -128,6 +128,31 @@ pub async fn change_template(account: &Account, name: &str, approver: &str) -> c
     Ok(())
 }
 
+/// Creates the private hosted zone `name` in `account`, associated with `vpc`, and returns its
+/// bare ID (`Z...`), the form a route's `hostedZone.zoneId` takes.
+pub async fn private_zone(account: &Account, name: &str, vpc: &str) -> crate::Result<String> {
+    use aws_sdk_route53::types::{HostedZoneConfig, Vpc, VpcRegion};
+    let out = aws_sdk_route53::Client::new(&account.admin)
+        .create_hosted_zone()
+        .name(name)
+        .caller_reference(format!("bench-{name}"))
+        .hosted_zone_config(HostedZoneConfig::builder().private_zone(true).build())
+        .vpc(
+            Vpc::builder()
+                .vpc_id(vpc)
+                .vpc_region(VpcRegion::from(aws::REGION))
+                .build(),
+        )
+        .send()
+        .await
+        .with_context(|| format!("CreateHostedZone {name}"))?;
+    let id = out
+        .hosted_zone()
+        .map(|z| z.id().trim_start_matches("/hostedzone/").to_string())
+        .context("CreateHostedZone returned no zone")?;
+    Ok(id)
+}
+
 /// The `AwsAccount` of emulator account `id`, usable from `namespace`.
 pub fn aws_account(name: &str, id: &str, namespace: &str) -> Value {
     json!({
