@@ -214,7 +214,7 @@ async fn apply(grant: Arc<ProductionAccessGrant>, ctx: Arc<Context>) -> Result<A
     let now = Timestamp::now();
     let old = grant.status.clone().unwrap_or_default();
     let spec = effective_spec(&grant.spec, Some(&old));
-    let (mut facts, resolved) = observe::observe(&ctx, &grant, &spec, now).await?;
+    let (mut facts, resolved) = observe_in_time(&ctx, &grant, &spec, now).await?;
     facts.revoked_earlier = revocation(&ctx, &facts.uid);
     let poll = poll_settings(&ctx);
     let mut plan = plan::plan(&grant.spec, &old, &facts, &poll);
@@ -291,6 +291,32 @@ fn note_version(ctx: &Context, grant: &ProductionAccessGrant) {
 fn forget_version(ctx: &Context, uid: &str) {
     if let Ok(mut versions) = ctx.grant_versions.lock() {
         versions.remove(uid);
+    }
+}
+
+/// Observes the grant, but never past the end of its window: the reads of a grant with access
+/// (a shared membership read queued behind the budget, or retrying a throttle) may take
+/// seconds, and the revocation must not wait for them. When the window ends first, observes
+/// again from that moment, which for an overdue grant reads nothing.
+async fn observe_in_time(
+    ctx: &Context,
+    grant: &ProductionAccessGrant,
+    spec: &crate::crd::ProductionAccessGrantSpec,
+    now: Timestamp,
+) -> Result<(facts::GrantFacts, Option<observe::Resolved>), Error> {
+    let status = grant.status.as_ref();
+    let expiry = status
+        .filter(|s| !s.phase.is_terminal())
+        .and_then(|s| s.window.as_ref())
+        .map(|w| w.expiry.0)
+        .filter(|expiry| *expiry > now);
+    let Some(expiry) = expiry else {
+        return Ok(observe::observe(ctx, grant, spec, now).await?);
+    };
+    let left = Duration::try_from(expiry.duration_since(now)).unwrap_or_default();
+    match tokio::time::timeout(left, observe::observe(ctx, grant, spec, now)).await {
+        Ok(observed) => Ok(observed?),
+        Err(_) => Ok(observe::observe(ctx, grant, spec, Timestamp::now()).await?),
     }
 }
 

@@ -178,8 +178,9 @@ pub async fn observe(
         }
     };
     facts.eligibility = Eligibility::Eligible(resolved.terms.clone());
+    // Not only Active: a window is recorded just before access is given.
     let overdue = status.window.as_ref().is_some_and(|w| w.expiry.0 <= now);
-    if status.phase == GrantPhase::Active && overdue {
+    if overdue {
         // Revoked whatever AWS would say (removal is idempotent): no read, slow or failing,
         // may hold up the end of access.
         facts.member = true;
