@@ -18,6 +18,7 @@ pub use error::{
 };
 
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -107,8 +108,12 @@ impl ClientFactory {
             .operation_attempt_timeout(Duration::from_secs(10))
             .operation_timeout(Duration::from_secs(40))
             .build();
+        // Stalled-stream protection would take a request waiting for its budget token (inside
+        // the HTTP client, see `budget`) for a stalled upload and fail it; the attempt timeout
+        // still bounds a request that really hangs.
         let base = aws_config::defaults(BehaviorVersion::latest())
             .http_client(https_client())
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .retry_config(RetryConfig::standard().with_max_attempts(4))
             .timeout_config(timeouts)
             .load()

@@ -504,6 +504,9 @@ fn trigger_hash(route: &PrivateLinkRoute) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// Routes reconciled at once.
+const ROUTE_CONCURRENCY: u16 = 4;
+
 /// Runs the route controller until the process stops.
 pub async fn run(ctx: Arc<Context>, api: Api<PrivateLinkRoute>, config: watcher::Config) {
     let (reader, writer) = reflector::store();
@@ -515,6 +518,10 @@ pub async fn run(ctx: Arc<Context>, api: Api<PrivateLinkRoute>, config: watcher:
     let routes = reader.clone();
     let accounts: Api<AwsAccount> = Api::all(ctx.client.clone());
     Controller::for_stream(stream, reader)
+        // A route being built reads a dozen ELB resources per observe. Unbounded, a hundred
+        // routes at once queue more reads behind the request budget than an attempt timeout
+        // allows, every reconcile times out and retries, and none converges.
+        .with_config(kube::runtime::controller::Config::default().concurrency(ROUTE_CONCURRENCY))
         .watches(accounts, watcher::Config::default(), move |account| {
             // An account that becomes ready (or changes) re-checks the routes that use it.
             let name = account.name_any();
