@@ -549,6 +549,8 @@ pub async fn run(ctx: Arc<Context>, config: watcher::Config) {
     let accounts: Api<AwsAccount> = Api::all(ctx.client.clone());
     let store = ctx.groups.clone();
     Controller::new(api, config)
+        // Bounded like the other controllers, so that many groups cannot flood the API server.
+        .with_config(kube::runtime::controller::Config::default().concurrency(16))
         .watches(accounts, watcher::Config::default(), move |account| {
             let name = account.name_any();
             store

@@ -600,6 +600,9 @@ impl HasReadyCondition for crate::crd::AwsAccount {
     }
 }
 
+/// Grants reconciled at once.
+const GRANT_CONCURRENCY: u16 = 64;
+
 /// Runs the grant controller until the process stops.
 pub async fn run(ctx: Arc<Context>, api: Api<ProductionAccessGrant>, config: watcher::Config) {
     let overdue = revoke_overdue(ctx.clone(), &api, config.label_selector.as_deref()).await;
@@ -622,6 +625,11 @@ pub async fn run(ctx: Arc<Context>, api: Api<ProductionAccessGrant>, config: wat
         .touched_objects()
         .predicate_filter(eligibility_terms, PredicateConfig::default());
     Controller::new(api, config.clone())
+        // Each reconcile talks to the API server (status, Events) over its own connection
+        // while it runs; unbounded, 10,000 grants at once exhausted the API server's file
+        // descriptors. Reconciles that wait for the AWS budget hold a slot, which is why the
+        // limit is well above the number of grants that expire together in practice.
+        .with_config(kube::runtime::controller::Config::default().concurrency(GRANT_CONCURRENCY))
         .watches_stream(groups, move |group| {
             // A group change (readiness, rules) re-evaluates the grants that use it.
             let name = group.name_any();
