@@ -99,6 +99,8 @@ pub struct Refs {
     pub endpoint_dns: Option<String>,
     pub endpoint_zone: Option<String>,
     pub zone_id: Option<String>,
+    /// The route created the zone (found by its caller reference).
+    pub zone_owned: bool,
 }
 
 impl Refs {
@@ -120,6 +122,7 @@ impl Refs {
             endpoint_dns: endpoint.map(|e| e.dns_name.clone()),
             endpoint_zone: endpoint.map(|e| e.dns_zone_id.clone()),
             zone_id: observed.hosted_zone.as_ref().map(|z| z.id.clone()),
+            zone_owned: observed.hosted_zone.as_ref().is_some_and(|z| z.owned),
         }
     }
 }
@@ -660,8 +663,9 @@ impl Executor<'_> {
         let Some(id) = id else {
             return Err(ActError::MissingDependency("created hosted zone"));
         };
+        self.refs.zone_id = Some(id.clone());
+        self.refs.zone_owned = true;
         self.tag_zone(&id).await?;
-        self.refs.zone_id = Some(id);
         Ok(Step::Done)
     }
 
@@ -711,6 +715,13 @@ impl Executor<'_> {
 
     async fn upsert_record(&mut self, replace: Option<&Record>) -> Result<Step, ActError> {
         let zone = need(&self.refs.zone_id, "hosted zone")?;
+        if self.refs.zone_owned {
+            // The zone is tagged right after it is created; a crash or a lost answer in between
+            // left it untagged for good, as the next observe finds it by caller reference. The
+            // record is written once when the route is built, so tag again here (adding the
+            // same tags is a no-op).
+            self.tag_zone(&zone).await?;
+        }
         let mut changes = Vec::new();
         if let Some(old) = replace {
             changes.push(change(ChangeAction::Delete, record_set(old)?)?);
