@@ -156,17 +156,33 @@ impl Election {
     /// Renews the lease until it cannot; returns when leadership is lost.
     pub async fn keep(&self) {
         let mut last_renewal = tokio::time::Instant::now();
+        let mut wait = self.renew_every;
+        // Stop this long before the lease can lapse, so that two leaders never overlap.
+        let margin = (self.lease_duration / 6).max(Duration::from_secs(1));
         loop {
-            tokio::time::sleep(self.renew_every).await;
-            match self.try_acquire().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
+            tokio::time::sleep(wait).await;
+            // A renewal that hangs must not outlive the lease either.
+            let left = self
+                .lease_duration
+                .saturating_sub(margin + last_renewal.elapsed());
+            let renewal = match tokio::time::timeout(left, self.try_acquire()).await {
+                Ok(renewal) => renewal,
+                Err(_) => return,
+            };
+            match renewal {
+                Ok(true) => {
+                    last_renewal = tokio::time::Instant::now();
+                    wait = self.renew_every;
+                }
                 Ok(false) => return,
                 Err(err) => {
                     tracing::warn!(error = %err, "Lease renewal failed");
-                    // Give up before the lease can lapse, so that two leaders never overlap.
-                    if last_renewal.elapsed() + self.renew_every >= self.lease_duration {
+                    if last_renewal.elapsed() + margin >= self.lease_duration {
                         return;
                     }
+                    // Try again soon: an API server restart of a few seconds must not cost
+                    // the lease just because the next regular renewal came too late.
+                    wait = Duration::from_secs(1).min(self.renew_every);
                 }
             }
         }
