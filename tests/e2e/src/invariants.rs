@@ -416,6 +416,9 @@ pub struct Recorded {
     pub start: Option<Timestamp>,
     pub expiry: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    /// When the operator gave access; `None` for a grant never granted (for example a window
+    /// too short for `--add-margin`).
+    pub granted_at: Option<Timestamp>,
     /// What the status says, for failure reports.
     pub message: String,
 }
@@ -435,6 +438,7 @@ impl Recorded {
             start: status.window.as_ref().map(|w| w.start.0),
             expiry: status.window.as_ref().map(|w| w.expiry.0),
             revoked_at: status.revoked_at.map(|t| t.0),
+            granted_at: status.granted_at.map(|t| t.0),
             message: status.message.clone().unwrap_or_default(),
         }
     }
@@ -1170,6 +1174,7 @@ mod tests {
             start: Some(at(10)),
             expiry: Some(at(20)),
             revoked_at: Some(at(21)),
+            granted_at: Some(at(10)),
             message: String::new(),
         };
         let sample = |t: i64, users: &[&str]| Sample {
