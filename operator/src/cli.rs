@@ -4,8 +4,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use kube::api::{Api, ListParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::{Client, Config, CustomResourceExt, Resource};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aws::{BudgetConfig, ClientFactory};
+use crate::controller::watch::Cached;
 use crate::controller::{self, Context, Settings};
 use crate::crd::{self, AccessGroup, AwsAccount, PrivateLinkRoute, ProductionAccessGrant};
 use crate::health::{self, Readiness};
@@ -240,24 +240,6 @@ pub async fn check_crds(client: &Client) -> anyhow::Result<()> {
     probe::<PrivateLinkRoute>(client).await
 }
 
-/// Starts a reflector for `api` and returns its store. The selector scoping the instance
-/// applies here too, so a scoped instance caches only its own objects.
-fn reflect<K>(api: Api<K>, config: &watcher::Config) -> Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
-    K: Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config.clone()))
-        .default_backoff()
-        .touched_objects();
-    tokio::spawn(async move {
-        use futures::StreamExt;
-        stream.for_each(|_| futures::future::ready(())).await;
-    });
-    reader
-}
-
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format, &args.log_level);
     let client = kube_client(args.context.as_deref()).await?;
@@ -273,9 +255,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(metrics = %bound, "Serving metrics and health");
 
     let scope = watch_config(&args);
-    let accounts = reflect(Api::<AwsAccount>::all(client.clone()), &scope);
-    let groups = reflect(Api::<AccessGroup>::all(client.clone()), &scope);
-    let grants = reflect(Api::<ProductionAccessGrant>::all(client.clone()), &scope);
+    // The selector scoping the instance applies here too, so a scoped instance caches only
+    // its own objects.
+    let accounts = Cached::watch(Api::<AwsAccount>::all(client.clone()), &scope);
+    let groups = Cached::watch(Api::<AccessGroup>::all(client.clone()), &scope);
+    let grants = Cached::watch(Api::<ProductionAccessGrant>::all(client.clone()), &scope);
     for ready in [
         accounts.wait_until_ready().await,
         groups.wait_until_ready().await,
@@ -363,27 +347,24 @@ async fn run_controllers(ctx: Arc<Context>, args: &RunArgs) {
     // The selector scopes every kind: an instance reconciling groups and accounts outside its
     // scope would judge them against caches that hold only its own objects.
     let mut tasks = vec![
-        tokio::spawn(controller::account::run(ctx.clone(), config.clone())),
-        tokio::spawn(controller::group::run(ctx.clone(), config.clone())),
+        tokio::spawn(controller::account::run(ctx.clone())),
+        tokio::spawn(controller::group::run(ctx.clone())),
     ];
+    // One grant controller, over the shared grant cache, for every namespace in scope.
+    tasks.push(tokio::spawn(controller::grant::run(
+        ctx.clone(),
+        args.namespaces.clone(),
+    )));
     let scopes: Vec<Option<&String>> = if args.namespaces.is_empty() {
         vec![None]
     } else {
         args.namespaces.iter().map(Some).collect()
     };
     for scope in scopes {
-        let (grants, routes) = match scope {
-            Some(ns) => (
-                Api::namespaced(ctx.client.clone(), ns),
-                Api::namespaced(ctx.client.clone(), ns),
-            ),
-            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+        let routes = match scope {
+            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+            None => Api::all(ctx.client.clone()),
         };
-        tasks.push(tokio::spawn(controller::grant::run(
-            ctx.clone(),
-            grants,
-            config.clone(),
-        )));
         tasks.push(tokio::spawn(controller::route::run(
             ctx.clone(),
             routes,

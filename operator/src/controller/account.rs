@@ -5,7 +5,6 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
 use kube::ResourceExt;
 use serde_json::json;
 use std::sync::Arc;
@@ -171,9 +170,10 @@ fn error_policy(account: Arc<AwsAccount>, err: &Error, ctx: Arc<Context>) -> Act
     retry_after(ErrorClass::Conflict)
 }
 
-pub async fn run(ctx: Arc<Context>, config: watcher::Config) {
-    let api: Api<AwsAccount> = Api::all(ctx.client.clone());
-    Controller::new(api, config)
+/// Runs the controller until the process stops, from the shared cache (already scoped by the
+/// instance's label selector).
+pub async fn run(ctx: Arc<Context>) {
+    Controller::for_shared_stream(ctx.accounts.subscribe(), ctx.accounts.clone())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

@@ -6,11 +6,11 @@ use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::watch::Cached;
 use crate::aws::ClientFactory;
 use crate::crd::{AccessGroup, AwsAccount, ProductionAccessGrant};
 use crate::metrics::Metrics;
@@ -56,9 +56,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     pub recorder: Recorder,
-    pub accounts: Store<AwsAccount>,
-    pub groups: Store<AccessGroup>,
-    pub grants: Store<ProductionAccessGrant>,
+    pub accounts: Cached<AwsAccount>,
+    pub groups: Cached<AccessGroup>,
+    pub grants: Cached<ProductionAccessGrant>,
     /// Serialises claims on the approval ledger kept in `AccessGroup` status, so two grants
     /// naming the same approval cannot both win it.
     pub ledger_lock: tokio::sync::Mutex<()>,

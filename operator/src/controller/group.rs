@@ -544,11 +544,12 @@ fn error_policy(group: Arc<AccessGroup>, err: &Error, ctx: Arc<Context>) -> Acti
     retry_after(class)
 }
 
-pub async fn run(ctx: Arc<Context>, config: watcher::Config) {
-    let api: Api<AccessGroup> = Api::all(ctx.client.clone());
+/// Runs the controller until the process stops, from the shared cache (already scoped by the
+/// instance's label selector).
+pub async fn run(ctx: Arc<Context>) {
     let accounts: Api<AwsAccount> = Api::all(ctx.client.clone());
     let store = ctx.groups.clone();
-    Controller::new(api, config)
+    Controller::for_shared_stream(ctx.groups.subscribe(), store.clone())
         // Bounded like the other controllers, so that many groups cannot flood the API server.
         .with_config(kube::runtime::controller::Config::default().concurrency(16))
         .watches(accounts, watcher::Config::default(), move |account| {

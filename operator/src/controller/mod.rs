@@ -11,5 +11,6 @@ pub mod grant;
 pub mod group;
 pub mod route;
 pub mod shared;
+pub mod watch;
 
 pub use context::{Context, Settings};

@@ -16,7 +16,7 @@ pub use observe::{approval_record, approval_state};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -517,26 +517,21 @@ pub fn retry_after(class: ErrorClass) -> Action {
 /// Only grants matching `selector` (the controller's own label selector) are this operator's.
 pub async fn revoke_overdue(
     ctx: Arc<Context>,
-    api: &Api<ProductionAccessGrant>,
-    selector: Option<&str>,
+    in_scope: &(dyn Fn(&ProductionAccessGrant) -> bool + Sync),
 ) -> usize {
     let now = Timestamp::now();
-    let mut params = ListParams::default();
-    if let Some(selector) = selector {
-        params = params.labels(selector);
-    }
-    let Ok(list) = api.list(&params).await else {
-        return 0;
-    };
-    let overdue: Vec<_> = list
-        .items
+    // From the cache, just listed at start-up or kept current by the watch since: listing all
+    // grants again would double the operator's memory at the moment it starts.
+    let overdue: Vec<_> = ctx
+        .grants
+        .state()
         .into_iter()
-        .filter(|g| is_overdue(g, now))
+        .filter(|g| in_scope(g) && is_overdue(g, now))
         .collect();
     let count = overdue.len();
     let runs = overdue
         .into_iter()
-        .map(|g| reconcile_isolated(Arc::new(g), ctx.clone()));
+        .map(|g| reconcile_isolated(g, ctx.clone()));
     let results = futures::stream::iter(runs)
         .buffer_unordered(16)
         .collect::<Vec<_>>()
@@ -603,9 +598,13 @@ impl HasReadyCondition for crate::crd::AwsAccount {
 /// Grants reconciled at once.
 const GRANT_CONCURRENCY: u16 = 64;
 
-/// Runs the grant controller until the process stops.
-pub async fn run(ctx: Arc<Context>, api: Api<ProductionAccessGrant>, config: watcher::Config) {
-    let overdue = revoke_overdue(ctx.clone(), &api, config.label_selector.as_deref()).await;
+/// Runs the grant controller until the process stops, for the grants in `namespaces` (all
+/// when empty). It reconciles from the shared grant cache, which it does not copy.
+pub async fn run(ctx: Arc<Context>, namespaces: Vec<String>) {
+    let in_scope = move |g: &ProductionAccessGrant| {
+        namespaces.is_empty() || g.namespace().is_some_and(|ns| namespaces.contains(&ns))
+    };
+    let overdue = revoke_overdue(ctx.clone(), &in_scope).await;
     if overdue > 0 {
         tracing::info!(count = overdue, "Revoked overdue grants before starting");
     }
@@ -624,7 +623,11 @@ pub async fn run(ctx: Arc<Context>, api: Api<ProductionAccessGrant>, config: wat
         .default_backoff()
         .touched_objects()
         .predicate_filter(eligibility_terms, PredicateConfig::default());
-    Controller::new(api, config.clone())
+    let grants = ctx
+        .grants
+        .subscribe()
+        .filter(move |g| futures::future::ready(in_scope(g)));
+    Controller::for_shared_stream(grants, (*ctx.grants).clone())
         // Each reconcile talks to the API server (status, Events) over its own connection
         // while it runs; unbounded, 10,000 grants at once exhausted the API server's file
         // descriptors. Reconciles that wait for the AWS budget hold a slot, which is why the

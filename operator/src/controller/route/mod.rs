@@ -511,6 +511,7 @@ const ROUTE_CONCURRENCY: u16 = 4;
 pub async fn run(ctx: Arc<Context>, api: Api<PrivateLinkRoute>, config: watcher::Config) {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config)
+        .modify(crate::controller::watch::slim)
         .default_backoff()
         .reflect(writer)
         .applied_objects()
