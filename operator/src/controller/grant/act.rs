@@ -1,6 +1,9 @@
 //! Carries out a grant plan's actions in AWS. Every action is idempotent: adding a member who
 //! is in, or removing one who is out, succeeds; "already gone" is success.
 
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -9,7 +12,7 @@ use serde_json::json;
 
 use super::observe::Resolved;
 use super::plan::GrantAction;
-use crate::aws::{classify, error_message, CallKind, ErrorClass};
+use crate::aws::{classify, error_message, AwsClients, CallKind, ErrorClass};
 use crate::controller::Context;
 use crate::crd::{AccessGroup, ConsumedApproval, ProductionAccessGrant, ProductionAccessGrantSpec};
 
@@ -191,60 +194,37 @@ pub async fn act(
                 claim_approval(ctx, grant, &resolved.group, approval_id, *until).await?;
             }
             GrantAction::AddToGroup { send_by } => {
-                // The budget is waited for first: the send-by check and the timeout then count
-                // from when the request can really go.
-                let add = async {
-                    if let Some(message) = too_late(*send_by) {
-                        return Err(ActError::AddUserToGroup {
-                            user: user.into(),
-                            group: group.into(),
-                            class: ErrorClass::Connectivity,
-                            message,
-                        });
-                    }
-                    let sent = iam
-                        .add_user_to_group()
-                        .user_name(user)
-                        .group_name(group)
-                        .customize()
-                        .config_override(membership_call(Some(*send_by)))
-                        .send()
-                        .await;
-                    sent.map_err(|err| ActError::AddUserToGroup {
-                        user: user.into(),
-                        group: group.into(),
-                        class: classify(&err),
-                        message: error_message(&err),
-                    })
+                let add = iam
+                    .add_user_to_group()
+                    .user_name(user)
+                    .group_name(group)
+                    .customize()
+                    .config_override(membership_call(Some(*send_by)))
+                    .send();
+                let failed = |class, message| ActError::AddUserToGroup {
+                    user: user.into(),
+                    group: group.into(),
+                    class,
+                    message,
                 };
-                clients.budgeted("iam", CallKind::Write, add).await?;
+                give_access(clients, *send_by, add, failed).await?;
                 ctx.shared.set_member(&account, group, user, true).await;
             }
             GrantAction::PutExpiryGuard { expiry, send_by } => {
-                let put = async {
-                    if let Some(message) = too_late(*send_by) {
-                        return Err(ActError::PutUserPolicy {
-                            user: user.into(),
-                            class: ErrorClass::Connectivity,
-                            message,
-                        });
-                    }
-                    let sent = iam
-                        .put_user_policy()
-                        .user_name(user)
-                        .policy_name(guard_policy_name(group))
-                        .policy_document(guard_policy_document(*expiry))
-                        .customize()
-                        .config_override(membership_call(Some(*send_by)))
-                        .send()
-                        .await;
-                    sent.map_err(|err| ActError::PutUserPolicy {
-                        user: user.into(),
-                        class: classify(&err),
-                        message: error_message(&err),
-                    })
+                let put = iam
+                    .put_user_policy()
+                    .user_name(user)
+                    .policy_name(guard_policy_name(group))
+                    .policy_document(guard_policy_document(*expiry))
+                    .customize()
+                    .config_override(membership_call(Some(*send_by)))
+                    .send();
+                let failed = |class, message| ActError::PutUserPolicy {
+                    user: user.into(),
+                    class,
+                    message,
                 };
-                clients.budgeted("iam", CallKind::Write, put).await?;
+                give_access(clients, *send_by, put, failed).await?;
             }
             GrantAction::RemoveFromGroup => {
                 let remove = iam
@@ -293,6 +273,29 @@ pub async fn act(
         }
     }
     Ok(outcome)
+}
+
+/// Sends an IAM write that gives access (the add or its expiry guard). The budget is waited
+/// for first, so that the send-by check and the SDK's timeout count from when the request can
+/// really go; past `send_by` the request is not sent at all, since it could reach IAM after
+/// the revocation.
+async fn give_access<T, E>(
+    clients: &AwsClients,
+    send_by: Timestamp,
+    call: impl std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    failed: impl Fn(ErrorClass, String) -> ActError,
+) -> Result<T, ActError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let guarded = async {
+        if let Some(message) = too_late(send_by) {
+            return Err(failed(ErrorClass::Connectivity, message));
+        }
+        call.await
+            .map_err(|err| failed(classify(&err), error_message(&err)))
+    };
+    clients.budgeted("iam", CallKind::Write, guarded).await
 }
 
 /// Opens a change request for the grant. The grant's UID is the client token, so a retry after

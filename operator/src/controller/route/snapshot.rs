@@ -609,47 +609,37 @@ fn assemble_consumer(
 /// Every load balancer, target group and endpoint service of a provider account.
 async fn provider_inventory(aws: &AwsClients) -> Result<Inventory, ObserveError> {
     let mut inventory = Inventory::default();
-    let mut marker = None;
-    loop {
-        let out = aws
-            .elbv2
-            .describe_load_balancers()
-            .page_size(ELB_PAGE)
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|e| ObserveError::DescribeLoadBalancers("(all)".into(), e.into()))?;
-        for lb in out.load_balancers() {
-            let name = lb.load_balancer_name().unwrap_or_default().to_string();
-            inventory
-                .balancers
-                .insert(name, observe::load_balancer_of(lb));
-        }
-        match out.next_marker() {
-            Some(next) if !next.is_empty() => marker = Some(next.to_string()),
-            _ => break,
-        }
+    let balancers = aws
+        .elbv2
+        .describe_load_balancers()
+        .page_size(ELB_PAGE)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| ObserveError::DescribeLoadBalancers("(all)".into(), e.into()))?;
+    for lb in &balancers {
+        let name = lb.load_balancer_name().unwrap_or_default().to_string();
+        inventory
+            .balancers
+            .insert(name, observe::load_balancer_of(lb));
     }
-    let mut marker = None;
-    loop {
-        let out = aws
-            .elbv2
-            .describe_target_groups()
-            .page_size(ELB_PAGE)
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|e| ObserveError::DescribeTargetGroups("(all)".into(), e.into()))?;
-        for group in out.target_groups() {
-            let name = group.target_group_name().unwrap_or_default().to_string();
-            inventory
-                .target_groups
-                .insert(name, observe::target_group_of(group));
-        }
-        match out.next_marker() {
-            Some(next) if !next.is_empty() => marker = Some(next.to_string()),
-            _ => break,
-        }
+    let groups = aws
+        .elbv2
+        .describe_target_groups()
+        .page_size(ELB_PAGE)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| ObserveError::DescribeTargetGroups("(all)".into(), e.into()))?;
+    for group in &groups {
+        let name = group.target_group_name().unwrap_or_default().to_string();
+        inventory
+            .target_groups
+            .insert(name, observe::target_group_of(group));
     }
     inventory.services = endpoint_services(aws).await?;
     Ok(inventory)
