@@ -18,7 +18,7 @@ use aws_sdk_route53::types::{
 use std::time::Duration;
 
 use super::action::{EndpointChanges, RouteAction};
-use super::error::AwsCallError;
+use super::error::{none_if_not_found, AwsCallError};
 use super::names::RouteNames;
 use super::observe::{bare_zone_id, Clients};
 use super::plan::target_protocol;
@@ -155,6 +155,15 @@ enum Step {
 
 fn need(value: &Option<String>, what: &'static str) -> Result<String, ActError> {
     value.clone().ok_or(ActError::MissingDependency(what))
+}
+
+/// A removal whose thing is already gone is done: a run that an earlier, interrupted run
+/// got halfway through must not fail on what that one removed.
+fn done_if_gone<T>(
+    result: Result<T, impl Into<AwsCallError>>,
+    fail: impl FnOnce(AwsCallError) -> ActError,
+) -> Result<Step, ActError> {
+    none_if_not_found(result, fail).map(|_| Step::Done)
 }
 
 impl Executor<'_> {
@@ -320,11 +329,7 @@ impl Executor<'_> {
             .set_targets(Some(targets.collect()))
             .send()
             .await;
-        match result.map_err(AwsCallError::from) {
-            Ok(_) => Ok(Step::Done),
-            Err(err) if err.is_not_found() => Ok(Step::Done),
-            Err(err) => Err(ActError::DeregisterTargets(err)),
-        }
+        done_if_gone(result, ActError::DeregisterTargets)
     }
 
     async fn create_balancer(&mut self, network: bool) -> Result<Step, ActError> {
@@ -769,11 +774,9 @@ impl Executor<'_> {
             .id(id)
             .send()
             .await;
-        match result.map_err(AwsCallError::from) {
-            Ok(_) => Ok(Step::Done),
-            Err(err) if err.is_not_found() => Ok(Step::Done),
-            Err(err) => Err(ActError::DeleteHostedZone(id.to_string(), err)),
-        }
+        done_if_gone(result, |err| {
+            ActError::DeleteHostedZone(id.to_string(), err)
+        })
     }
 
     async fn delete_endpoint(&mut self, id: &str) -> Result<Step, ActError> {
@@ -785,11 +788,7 @@ impl Executor<'_> {
             .vpc_endpoint_ids(id)
             .send()
             .await;
-        match result.map_err(AwsCallError::from) {
-            Ok(_) => Ok(Step::Done),
-            Err(err) if err.is_not_found() => Ok(Step::Done),
-            Err(err) => Err(ActError::DeleteEndpoint(id.to_string(), err)),
-        }
+        done_if_gone(result, |err| ActError::DeleteEndpoint(id.to_string(), err))
     }
 
     async fn endpoint_gone(&self, id: &str) -> Result<bool, ActError> {
@@ -801,17 +800,18 @@ impl Executor<'_> {
             .vpc_endpoint_ids(id)
             .send()
             .await;
-        match result.map_err(AwsCallError::from) {
-            Ok(out) => Ok(out.vpc_endpoints().iter().all(|e| {
+        let out = none_if_not_found(result, |err| {
+            ActError::DescribeEndpoint(id.to_string(), err)
+        })?;
+        Ok(out.is_none_or(|out| {
+            out.vpc_endpoints().iter().all(|e| {
                 let state = e
                     .state()
                     .map(|s| s.as_str().to_ascii_lowercase())
                     .unwrap_or_default();
                 state == "deleted"
-            })),
-            Err(err) if err.is_not_found() => Ok(true),
-            Err(err) => Err(ActError::DescribeEndpoint(id.to_string(), err)),
-        }
+            })
+        }))
     }
 
     async fn wait_endpoint_deleted(&mut self, id: &str) -> Result<Step, ActError> {
@@ -835,10 +835,9 @@ impl Executor<'_> {
             .service_ids(id)
             .send()
             .await;
-        let out = match result.map_err(AwsCallError::from) {
-            Ok(out) => out,
-            Err(err) if err.is_not_found() => return Ok(Step::Done),
-            Err(err) => return Err(ActError::DeleteEndpointService(id.to_string(), err)),
+        let fail = |err| ActError::DeleteEndpointService(id.to_string(), err);
+        let Some(out) = none_if_not_found(result, fail)? else {
+            return Ok(Step::Done);
         };
         let refused = out.unsuccessful().iter().find_map(|item| item.error());
         match refused {
@@ -863,11 +862,7 @@ impl Executor<'_> {
             .listener_arn(arn)
             .send()
             .await;
-        match result.map_err(AwsCallError::from) {
-            Ok(_) => Ok(Step::Done),
-            Err(err) if err.is_not_found() => Ok(Step::Done),
-            Err(err) => Err(ActError::DeleteListener(arn.to_string(), err)),
-        }
+        done_if_gone(result, |err| ActError::DeleteListener(arn.to_string(), err))
     }
 
     async fn delete_balancer(&mut self, arn: &str) -> Result<Step, ActError> {
@@ -877,19 +872,16 @@ impl Executor<'_> {
             .load_balancer_arn(arn)
             .send()
             .await;
-        match result.map_err(AwsCallError::from) {
-            Ok(_) => Ok(Step::Done),
-            Err(err) if err.is_not_found() => Ok(Step::Done),
-            Err(err) => Err(ActError::DeleteLoadBalancer(arn.to_string(), err)),
-        }
+        done_if_gone(result, |err| {
+            ActError::DeleteLoadBalancer(arn.to_string(), err)
+        })
     }
 
     async fn delete_target_group(&mut self, arn: &str) -> Result<Step, ActError> {
         let elb = &self.clients.provider.elbv2;
         let result = elb.delete_target_group().target_group_arn(arn).send().await;
-        match result.map_err(AwsCallError::from) {
+        match none_if_not_found(result, |err| err) {
             Ok(_) => Ok(Step::Done),
-            Err(err) if err.is_not_found() => Ok(Step::Done),
             // A load balancer being deleted still holds its target groups for a moment.
             Err(err) if err.is_code(&["ResourceInUse"]) => {
                 Ok(Step::Wait(format!("target group {arn} to be released")))

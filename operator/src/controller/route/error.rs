@@ -54,3 +54,17 @@ pub fn class_of(err: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
     }
     None
 }
+
+/// A call's output, or `None` where AWS says the thing is not there; any other failure becomes
+/// the step's own error through `fail`. Observe reads "not there" as absent and cleanup reads it
+/// as already done, so what counts as "not there" is decided here once for both.
+pub fn none_if_not_found<T, E>(
+    result: Result<T, impl Into<AwsCallError>>,
+    fail: impl FnOnce(AwsCallError) -> E,
+) -> Result<Option<T>, E> {
+    match result.map_err(Into::into) {
+        Ok(out) => Ok(Some(out)),
+        Err(err) if err.is_not_found() => Ok(None),
+        Err(err) => Err(fail(err)),
+    }
+}

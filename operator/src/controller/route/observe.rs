@@ -11,7 +11,7 @@
 use aws_sdk_ec2::types::Filter;
 use std::sync::Arc;
 
-use super::error::AwsCallError;
+use super::error::{none_if_not_found, AwsCallError};
 use super::names::RouteNames;
 use super::state::{
     Connection, Endpoint, EndpointService, HealthCheckSettings, HostedZone, Instance, Listener,
@@ -123,26 +123,17 @@ pub(super) async fn certificate_status(
     aws: &AwsClients,
     arn: &str,
 ) -> Result<Option<String>, ObserveError> {
-    match aws
+    let result = aws
         .acm
         .describe_certificate()
         .certificate_arn(arn)
         .send()
-        .await
-    {
-        Ok(out) => Ok(out
-            .certificate()
-            .and_then(|c| c.status())
-            .map(|s| s.as_str().to_string())),
-        Err(err) => {
-            let err = AwsCallError::from(err);
-            if err.is_not_found() {
-                Ok(None)
-            } else {
-                Err(ObserveError::DescribeCertificate(err))
-            }
-        }
-    }
+        .await;
+    let out = none_if_not_found(result, ObserveError::DescribeCertificate)?;
+    Ok(out.and_then(|out| {
+        let status = out.certificate().and_then(|c| c.status());
+        status.map(|s| s.as_str().to_string())
+    }))
 }
 
 pub(super) fn filter(name: &str, values: &[String]) -> Filter {
@@ -217,16 +208,10 @@ async fn target_group(
     names: &RouteNames,
     name: &str,
 ) -> Result<Option<TargetGroup>, ObserveError> {
-    let out = match aws.elbv2.describe_target_groups().names(name).send().await {
-        Ok(out) => out,
-        Err(err) => {
-            let err = AwsCallError::from(err);
-            return if err.is_not_found() {
-                Ok(None)
-            } else {
-                Err(ObserveError::DescribeTargetGroups(name.to_string(), err))
-            };
-        }
+    let result = aws.elbv2.describe_target_groups().names(name).send().await;
+    let fail = |err| ObserveError::DescribeTargetGroups(name.to_string(), err);
+    let Some(out) = none_if_not_found(result, fail)? else {
+        return Ok(None);
     };
     let Some(group) = out.target_groups().first() else {
         return Ok(None);
@@ -305,16 +290,10 @@ async fn load_balancer(
     names: &RouteNames,
     name: &str,
 ) -> Result<Option<LoadBalancer>, ObserveError> {
-    let out = match aws.elbv2.describe_load_balancers().names(name).send().await {
-        Ok(out) => out,
-        Err(err) => {
-            let err = AwsCallError::from(err);
-            return if err.is_not_found() {
-                Ok(None)
-            } else {
-                Err(ObserveError::DescribeLoadBalancers(name.to_string(), err))
-            };
-        }
+    let result = aws.elbv2.describe_load_balancers().names(name).send().await;
+    let fail = |err| ObserveError::DescribeLoadBalancers(name.to_string(), err);
+    let Some(out) = none_if_not_found(result, fail)? else {
+        return Ok(None);
     };
     let Some(lb) = out.load_balancers().first() else {
         return Ok(None);
@@ -587,27 +566,21 @@ pub(super) async fn existing_zone(
     aws: &AwsClients,
     id: &str,
 ) -> Result<Option<HostedZone>, ObserveError> {
-    match aws.route53.get_hosted_zone().id(id).send().await {
-        Ok(out) => Ok(out.hosted_zone().map(|z| HostedZone {
-            id: bare_zone_id(z.id()),
-            name: z.name().to_string(),
-            owned: false,
-            vpc_ids: out
-                .vpcs()
-                .iter()
-                .filter_map(|v| v.vpc_id())
-                .map(str::to_string)
-                .collect(),
-        })),
-        Err(err) => {
-            let err = AwsCallError::from(err);
-            if err.is_not_found() {
-                Ok(None)
-            } else {
-                Err(ObserveError::GetHostedZone(err))
-            }
-        }
-    }
+    let result = aws.route53.get_hosted_zone().id(id).send().await;
+    let Some(out) = none_if_not_found(result, ObserveError::GetHostedZone)? else {
+        return Ok(None);
+    };
+    Ok(out.hosted_zone().map(|z| HostedZone {
+        id: bare_zone_id(z.id()),
+        name: z.name().to_string(),
+        owned: false,
+        vpc_ids: out
+            .vpcs()
+            .iter()
+            .filter_map(|v| v.vpc_id())
+            .map(str::to_string)
+            .collect(),
+    }))
 }
 
 fn same_name(a: &str, b: &str) -> bool {
