@@ -664,75 +664,57 @@ fn ec2_tags(tags: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
 async fn endpoint_services(
     aws: &AwsClients,
 ) -> Result<Vec<(EndpointService, Vec<(String, String)>)>, ObserveError> {
-    let mut services = Vec::new();
-    let mut token = None;
-    loop {
-        let out = aws
-            .ec2
-            .describe_vpc_endpoint_service_configurations()
-            .filters(owned_by_a_route())
-            .set_next_token(token)
-            .send()
-            .await
-            .map_err(|e| ObserveError::DescribeEndpointServices(e.into()))?;
-        let in_use = out
-            .service_configurations()
-            .iter()
-            .filter(|s| observe::service_in_use(s));
-        services.extend(in_use.map(|s| (observe::endpoint_service_of(s), ec2_tags(s.tags()))));
-        match out.next_token() {
-            Some(next) if !next.is_empty() => token = Some(next.to_string()),
-            _ => return Ok(services),
-        }
-    }
+    let services = aws
+        .ec2
+        .describe_vpc_endpoint_service_configurations()
+        .filters(owned_by_a_route())
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| ObserveError::DescribeEndpointServices(e.into()))?;
+    let in_use = services.iter().filter(|s| observe::service_in_use(s));
+    Ok(in_use
+        .map(|s| (observe::endpoint_service_of(s), ec2_tags(s.tags())))
+        .collect())
 }
 
 /// Every interface endpoint and hosted zone of a consumer account.
 async fn consumer_inventory(aws: &AwsClients) -> Result<Inventory, ObserveError> {
-    let mut inventory = Inventory::default();
-    let mut token = None;
-    loop {
-        let out = aws
-            .ec2
-            .describe_vpc_endpoints()
-            .filters(owned_by_a_route())
-            .set_next_token(token)
-            .send()
-            .await
-            .map_err(|e| ObserveError::DescribeEndpoints(e.into()))?;
-        let in_use = out
-            .vpc_endpoints()
-            .iter()
-            .filter(|e| observe::endpoint_in_use(e));
-        let found = in_use.map(|e| (observe::endpoint_of(e), ec2_tags(e.tags())));
-        inventory.endpoints.extend(found);
-        match out.next_token() {
-            Some(next) if !next.is_empty() => token = Some(next.to_string()),
-            _ => break,
-        }
-    }
-    let mut marker = None;
-    loop {
-        let out = aws
-            .route53
-            .list_hosted_zones()
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|e| ObserveError::ListHostedZones(e.into()))?;
-        inventory
-            .zones
-            .extend(out.hosted_zones().iter().map(|z| ZoneSummary {
-                id: bare_zone_id(z.id()),
-                name: z.name().to_string(),
-                caller_reference: z.caller_reference().to_string(),
-                record_count: z.resource_record_set_count(),
-            }));
-        match out.next_marker() {
-            Some(next) if out.is_truncated() => marker = Some(next.to_string()),
-            _ => return Ok(inventory),
-        }
-    }
+    let endpoints = aws
+        .ec2
+        .describe_vpc_endpoints()
+        .filters(owned_by_a_route())
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| ObserveError::DescribeEndpoints(e.into()))?;
+    let zones = aws
+        .route53
+        .list_hosted_zones()
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| ObserveError::ListHostedZones(e.into()))?;
+    let in_use = endpoints.iter().filter(|e| observe::endpoint_in_use(e));
+    let zones = zones.iter().map(|z| ZoneSummary {
+        id: bare_zone_id(z.id()),
+        name: z.name().to_string(),
+        caller_reference: z.caller_reference().to_string(),
+        record_count: z.resource_record_set_count(),
+    });
+    Ok(Inventory {
+        endpoints: in_use
+            .map(|e| (observe::endpoint_of(e), ec2_tags(e.tags())))
+            .collect(),
+        zones: zones.collect(),
+        ..Inventory::default()
+    })
 }
 
 /// Reads one detail.
