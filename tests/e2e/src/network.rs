@@ -133,3 +133,92 @@ pub async fn certificate(config: &SdkConfig, host: &str) -> anyhow::Result<Strin
         .context("no certificate ARN")?
         .to_string())
 }
+
+/// The network both accounts start with: in production a VPC with subnets in two zones, the
+/// ALB's security group, two instances and a certificate; on the jump side a VPC with one
+/// subnet and the endpoint's security group.
+#[derive(Clone)]
+pub struct Network {
+    pub prod_vpc: String,
+    pub prod_subnets: Vec<String>,
+    pub prod_sg: String,
+    pub instances: Vec<String>,
+    pub certificate: String,
+    pub jump_vpc: String,
+    pub jump_subnet: String,
+    pub jump_sg: String,
+}
+
+/// What a network's resources are called. Names need not be unique across tests (every
+/// network has VPCs of its own); they only tell the tests' resources apart when reading the
+/// emulator.
+pub struct Labels<'a> {
+    /// Prefix of the two security groups' names: `{prefix}alb` and `{prefix}endpoint`.
+    pub security_groups: &'a str,
+    /// Prefix of the two instances' names: `{prefix}-web-1` and `{prefix}-web-2`.
+    pub instances: &'a str,
+    /// The domain the certificate is for.
+    pub certificate_domain: &'a str,
+}
+
+impl Network {
+    pub async fn create(
+        jump: &SdkConfig,
+        prod: &SdkConfig,
+        labels: &Labels<'_>,
+    ) -> anyhow::Result<Network> {
+        let (groups, hosts) = (labels.security_groups, labels.instances);
+        let ec2 = aws_sdk_ec2::Client::new(prod);
+        let prod_vpc = vpc(&ec2, "10.1.0.0/16").await?;
+        let prod_subnets = vec![
+            subnet(&ec2, &prod_vpc, "10.1.1.0/24", "ap-northeast-1a").await?,
+            subnet(&ec2, &prod_vpc, "10.1.2.0/24", "ap-northeast-1c").await?,
+        ];
+        let prod_sg = security_group(&ec2, &prod_vpc, &format!("{groups}alb")).await?;
+        let instances = vec![
+            instance(&ec2, &prod_subnets[0], &format!("{hosts}-web-1")).await?,
+            instance(&ec2, &prod_subnets[1], &format!("{hosts}-web-2")).await?,
+        ];
+        let certificate = certificate(prod, labels.certificate_domain).await?;
+        let ec2 = aws_sdk_ec2::Client::new(jump);
+        let jump_vpc = vpc(&ec2, "10.2.0.0/16").await?;
+        let jump_subnet = subnet(&ec2, &jump_vpc, "10.2.1.0/24", "ap-northeast-1a").await?;
+        let jump_sg = security_group(&ec2, &jump_vpc, &format!("{groups}endpoint")).await?;
+        Ok(Network {
+            prod_vpc,
+            prod_subnets,
+            prod_sg,
+            instances,
+            certificate,
+            jump_vpc,
+            jump_subnet,
+            jump_sg,
+        })
+    }
+
+    /// A route's `provider` over this network, in the account that `account_ref` names.
+    pub fn route_provider(&self, account_ref: &str) -> serde_json::Value {
+        serde_json::json!({
+            "accountRef": account_ref,
+            "vpcId": self.prod_vpc,
+            "nlbSubnetIds": self.prod_subnets,
+            "albSubnetIds": self.prod_subnets,
+            "albSecurityGroupIds": [self.prod_sg],
+            "certificateArn": self.certificate,
+            "targets": {"protocol": "HTTPS", "port": 443, "instanceIds": self.instances},
+        })
+    }
+
+    /// A route's `consumer` over this network, in the account that `account_ref` names: a
+    /// CNAME in the private zone `zone_name`.
+    pub fn route_consumer(&self, account_ref: &str, zone_name: &str) -> serde_json::Value {
+        serde_json::json!({
+            "accountRef": account_ref,
+            "vpcId": self.jump_vpc,
+            "subnetIds": [self.jump_subnet],
+            "securityGroupIds": [self.jump_sg],
+            "hostedZone": {"zoneName": zone_name},
+            "recordType": "CNAME",
+        })
+    }
+}

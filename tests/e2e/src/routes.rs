@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::invariants::{apply_retrying, env_number, quantile, retry, CallLog};
-use crate::network;
+use crate::network::{Labels, Network};
 
 /// What is counted per route: every resource a route makes in AWS.
 pub const KINDS: [&str; 9] = [
@@ -85,27 +85,14 @@ impl RoutePlan {
     }
 }
 
-/// The network every route of the load shares: one production VPC with two zones, its
-/// instances and certificate, one consumer VPC.
-#[derive(Clone)]
-struct Net {
-    prod_vpc: String,
-    prod_subnets: Vec<String>,
-    prod_sg: String,
-    instances: Vec<String>,
-    certificate: String,
-    jump_vpc: String,
-    jump_subnet: String,
-    jump_sg: String,
-}
-
 /// Two fresh accounts, their network and the `AwsAccount` objects for them.
 pub struct RouteLoad {
     pub provider_account: String,
     pub consumer_account: String,
     provider: SdkConfig,
     consumer: SdkConfig,
-    net: Net,
+    /// The network every route of the load shares.
+    net: Network,
     accounts: [String; 2],
 }
 
@@ -211,23 +198,12 @@ impl RouteLoad {
         let consumer_account = crate::TestEnv::account_id();
         let provider = crate::aws::admin(endpoint, &provider_account).await?;
         let consumer = crate::aws::admin(endpoint, &consumer_account).await?;
-        let ec2 = aws_sdk_ec2::Client::new(&provider);
-        let prod_vpc = network::vpc(&ec2, "10.1.0.0/16").await?;
-        let prod_subnets = vec![
-            network::subnet(&ec2, &prod_vpc, "10.1.1.0/24", "ap-northeast-1a").await?,
-            network::subnet(&ec2, &prod_vpc, "10.1.2.0/24", "ap-northeast-1c").await?,
-        ];
-        let prod_sg = network::security_group(&ec2, &prod_vpc, "routes-alb").await?;
-        let instances = vec![
-            network::instance(&ec2, &prod_subnets[0], "routes-web-1").await?,
-            network::instance(&ec2, &prod_subnets[1], "routes-web-2").await?,
-        ];
-        let certificate = network::certificate(&provider, &format!("*.{ZONE_SUFFIX}")).await?;
-        let ec2 = aws_sdk_ec2::Client::new(&consumer);
-        let jump_vpc = network::vpc(&ec2, "10.2.0.0/16").await?;
-        let jump_subnet =
-            network::subnet(&ec2, &jump_vpc, "10.2.1.0/24", "ap-northeast-1a").await?;
-        let jump_sg = network::security_group(&ec2, &jump_vpc, "routes-endpoint").await?;
+        let labels = Labels {
+            security_groups: "routes-",
+            instances: "routes",
+            certificate_domain: &format!("*.{ZONE_SUFFIX}"),
+        };
+        let net = Network::create(&consumer, &provider, &labels).await?;
         let load = RouteLoad {
             accounts: [
                 format!("routes-provider-{}", env.id),
@@ -237,16 +213,7 @@ impl RouteLoad {
             consumer_account,
             provider,
             consumer,
-            net: Net {
-                prod_vpc,
-                prod_subnets,
-                prod_sg,
-                instances,
-                certificate,
-                jump_vpc,
-                jump_subnet,
-                jump_sg,
-            },
+            net,
         };
         for (name, id) in load.accounts.iter().zip(load.account_ids()) {
             let doc = serde_json::json!({
@@ -302,23 +269,8 @@ impl RouteLoad {
                 "port": 10443,
                 "deletionPolicy": "Delete",
                 "driftCheckInterval": "2m",
-                "provider": {
-                    "accountRef": self.accounts[0],
-                    "vpcId": net.prod_vpc,
-                    "nlbSubnetIds": net.prod_subnets,
-                    "albSubnetIds": net.prod_subnets,
-                    "albSecurityGroupIds": [net.prod_sg],
-                    "certificateArn": net.certificate,
-                    "targets": {"protocol": "HTTPS", "port": 443, "instanceIds": net.instances},
-                },
-                "consumer": {
-                    "accountRef": self.accounts[1],
-                    "vpcId": net.jump_vpc,
-                    "subnetIds": [net.jump_subnet],
-                    "securityGroupIds": [net.jump_sg],
-                    "hostedZone": {"zoneName": zone},
-                    "recordType": "CNAME",
-                },
+                "provider": net.route_provider(&self.accounts[0]),
+                "consumer": net.route_consumer(&self.accounts[1], &zone),
             },
         })
     }

@@ -7,54 +7,17 @@ use aws_config::SdkConfig;
 use std::collections::BTreeMap;
 
 use crate::aws::{self, Person};
-use crate::network;
+use crate::network::{self, Labels, Network};
 
 /// Production host name of the seed route.
 pub const HOST: &str = "admin.prod.example.com";
 
-/// The network of both accounts before prodaccess.
-pub struct Network {
-    pub prod_vpc: String,
-    pub prod_subnets: Vec<String>,
-    pub prod_sg: String,
-    pub instances: Vec<String>,
-    pub certificate: String,
-    pub jump_vpc: String,
-    pub jump_subnet: String,
-    pub jump_sg: String,
-}
-
-impl Network {
-    pub async fn create(jump: &SdkConfig, prod: &SdkConfig) -> crate::Result<Network> {
-        let ec2 = aws_sdk_ec2::Client::new(prod);
-        let prod_vpc = network::vpc(&ec2, "10.1.0.0/16").await?;
-        let prod_subnets = vec![
-            network::subnet(&ec2, &prod_vpc, "10.1.1.0/24", "ap-northeast-1a").await?,
-            network::subnet(&ec2, &prod_vpc, "10.1.2.0/24", "ap-northeast-1c").await?,
-        ];
-        let prod_sg = network::security_group(&ec2, &prod_vpc, "admin-console-alb").await?;
-        let instances = vec![
-            network::instance(&ec2, &prod_subnets[0], "production-web-1").await?,
-            network::instance(&ec2, &prod_subnets[1], "production-web-2").await?,
-        ];
-        let certificate = network::certificate(prod, HOST).await?;
-        let ec2 = aws_sdk_ec2::Client::new(jump);
-        let jump_vpc = network::vpc(&ec2, "10.2.0.0/16").await?;
-        let jump_subnet =
-            network::subnet(&ec2, &jump_vpc, "10.2.1.0/24", "ap-northeast-1a").await?;
-        let jump_sg = network::security_group(&ec2, &jump_vpc, "admin-console-endpoint").await?;
-        Ok(Network {
-            prod_vpc,
-            prod_subnets,
-            prod_sg,
-            instances,
-            certificate,
-            jump_vpc,
-            jump_subnet,
-            jump_sg,
-        })
-    }
-}
+/// How the seed names its network.
+pub const NETWORK_LABELS: Labels<'static> = Labels {
+    security_groups: "admin-console-",
+    instances: "production",
+    certificate_domain: HOST,
+};
 
 /// AWS state the scenario starts from.
 pub struct Fixtures {
@@ -82,7 +45,7 @@ impl Fixtures {
         let prod_account = crate::TestEnv::account_id();
         let jump = aws::admin(endpoint, &jump_account).await?;
         let prod = aws::admin(endpoint, &prod_account).await?;
-        let net = Network::create(&jump, &prod).await?;
+        let net = Network::create(&jump, &prod, &NETWORK_LABELS).await?;
         let ec2 = aws_sdk_ec2::Client::new(&jump);
         let jump_host = network::instance(&ec2, &net.jump_subnet, "windows-jump-host").await?;
         let alice = aws::create_person(&jump, "alice").await?;

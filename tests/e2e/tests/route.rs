@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use aws_config::SdkConfig;
 use kube::api::{Api, DeleteParams};
 use prodaccess::crd::{ConditionExt, PrivateLinkRoute};
-use prodaccess_e2e::network::{certificate, instance, security_group, subnet, vpc};
+use prodaccess_e2e::network::{Labels, Network};
 use prodaccess_e2e::platform::eventually;
 use prodaccess_e2e::{aws, Operator, TestEnv};
 use std::time::Duration;
@@ -26,14 +26,7 @@ struct Fixture {
     jump_account: String,
     prod: SdkConfig,
     jump: SdkConfig,
-    prod_vpc: String,
-    prod_subnets: Vec<String>,
-    prod_sg: String,
-    instances: Vec<String>,
-    certificate: String,
-    jump_vpc: String,
-    jump_subnet: String,
-    jump_sg: String,
+    net: Network,
 }
 
 impl Fixture {
@@ -42,35 +35,18 @@ impl Fixture {
         let jump_account = TestEnv::account_id();
         let prod = aws::admin(endpoint, &prod_account).await?;
         let jump = aws::admin(endpoint, &jump_account).await?;
-        let ec2 = aws_sdk_ec2::Client::new(&prod);
-        let prod_vpc = vpc(&ec2, "10.1.0.0/16").await?;
-        let prod_subnets = vec![
-            subnet(&ec2, &prod_vpc, "10.1.1.0/24", "ap-northeast-1a").await?,
-            subnet(&ec2, &prod_vpc, "10.1.2.0/24", "ap-northeast-1c").await?,
-        ];
-        let prod_sg = security_group(&ec2, &prod_vpc, "alb").await?;
-        let instances = vec![
-            instance(&ec2, &prod_subnets[0], "production-web-1").await?,
-            instance(&ec2, &prod_subnets[1], "production-web-2").await?,
-        ];
-        let certificate = certificate(&prod, HOST).await?;
-        let ec2 = aws_sdk_ec2::Client::new(&jump);
-        let jump_vpc = vpc(&ec2, "10.2.0.0/16").await?;
-        let jump_subnet = subnet(&ec2, &jump_vpc, "10.2.1.0/24", "ap-northeast-1a").await?;
-        let jump_sg = security_group(&ec2, &jump_vpc, "endpoint").await?;
+        let labels = Labels {
+            security_groups: "",
+            instances: "production",
+            certificate_domain: HOST,
+        };
+        let net = Network::create(&jump, &prod, &labels).await?;
         Ok(Fixture {
             prod_account,
             jump_account,
             prod,
             jump,
-            prod_vpc,
-            prod_subnets,
-            prod_sg,
-            instances,
-            certificate,
-            jump_vpc,
-            jump_subnet,
-            jump_sg,
+            net,
         })
     }
 
@@ -95,23 +71,8 @@ impl Fixture {
                 "port": PORT,
                 "deletionPolicy": policy,
                 "driftCheckInterval": drift_check,
-                "provider": {
-                    "accountRef": format!("production-{}", env.id),
-                    "vpcId": self.prod_vpc,
-                    "nlbSubnetIds": self.prod_subnets,
-                    "albSubnetIds": self.prod_subnets,
-                    "albSecurityGroupIds": [self.prod_sg],
-                    "certificateArn": self.certificate,
-                    "targets": {"protocol": "HTTPS", "port": 443, "instanceIds": self.instances},
-                },
-                "consumer": {
-                    "accountRef": format!("jump-{}", env.id),
-                    "vpcId": self.jump_vpc,
-                    "subnetIds": [self.jump_subnet],
-                    "securityGroupIds": [self.jump_sg],
-                    "hostedZone": {"zoneName": ZONE},
-                    "recordType": "CNAME",
-                },
+                "provider": self.net.route_provider(&format!("production-{}", env.id)),
+                "consumer": self.net.route_consumer(&format!("jump-{}", env.id), ZONE),
             },
         });
         let route = serde_yaml::to_string(&route).unwrap_or_default();
@@ -292,7 +253,7 @@ async fn seed_route_lifecycle() -> anyhow::Result<()> {
         .iter()
         .filter_map(|c| c.certificate_arn())
         .collect();
-    assert_eq!(certs, vec![fx.certificate.as_str()]);
+    assert_eq!(certs, vec![fx.net.certificate.as_str()]);
     let nlb_listener = hops.nlb_listener_arn.clone().context("no NLB listener")?;
     let listeners = elb
         .describe_listeners()
@@ -319,7 +280,7 @@ async fn seed_route_lifecycle() -> anyhow::Result<()> {
         .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_string))
         .collect();
     targets.sort();
-    let mut want = fx.instances.clone();
+    let mut want = fx.net.instances.clone();
     want.sort();
     assert_eq!(targets, want);
 
@@ -378,7 +339,7 @@ async fn route_drift_corrected() -> anyhow::Result<()> {
         .clone()
         .context("no target group")?;
     let target = aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
-        .id(&fx.instances[0])
+        .id(&fx.net.instances[0])
         .port(443)
         .build();
     elb.deregister_targets()
@@ -414,7 +375,7 @@ async fn route_drift_corrected() -> anyhow::Result<()> {
         let registered = health
             .target_health_descriptions()
             .iter()
-            .any(|d| d.target().and_then(|t| t.id()) == Some(fx.instances[0].as_str()));
+            .any(|d| d.target().and_then(|t| t.id()) == Some(fx.net.instances[0].as_str()));
         let record_back = fx.record_value(&zone).await? == Some(dns.clone());
         let perms = ec2
             .describe_vpc_endpoint_service_permissions()

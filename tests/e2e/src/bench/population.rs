@@ -20,6 +20,7 @@ use super::process::{
 };
 use super::stats::round;
 use super::world::{self, Account};
+use crate::network::Network;
 use crate::{seed, TestEnv};
 
 /// Parameters of the phase.
@@ -119,7 +120,7 @@ async fn build(
     );
     let jump = Account::create(&endpoint).await?;
     let prod = Account::create(&endpoint).await?;
-    let net = seed::Network::create(&jump.admin, &prod.admin).await?;
+    let net = Network::create(&jump.admin, &prod.admin, &seed::NETWORK_LABELS).await?;
     let users_per_group = config.grants.div_ceil(config.groups.max(1));
     let users: Vec<String> = (0..users_per_group).map(|u| format!("u{u}")).collect();
     world::create_users(&jump.iam(), &users).await?;
@@ -194,7 +195,7 @@ const SHARED_ZONE: &str = "prod.example.com";
 fn route(
     r: usize,
     accounts: &(String, String),
-    net: &seed::Network,
+    net: &Network,
     shared_zone: Option<&str>,
     drift: &str,
 ) -> Value {
