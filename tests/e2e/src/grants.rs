@@ -516,14 +516,8 @@ impl World {
     /// then its access group, account and namespace.
     pub async fn teardown(&self, env: &TestEnv) -> crate::Result<()> {
         use kube::api::DeleteParams;
-        let api: Api<ProductionAccessGrant> = env.api();
-        api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        env.delete_all::<ProductionAccessGrant>("grants deleted", Duration::from_secs(30))
             .await?;
-        eventually("grants deleted", Duration::from_secs(30), || async {
-            let left = api.list(&ListParams::default()).await?;
-            Ok(left.items.is_empty().then_some(()))
-        })
-        .await?;
         let groups: Api<prodaccess::crd::AccessGroup> = Api::all(env.client.clone());
         let _ = groups.delete(&self.group, &DeleteParams::default()).await;
         let accounts: Api<prodaccess::crd::AwsAccount> = Api::all(env.client.clone());

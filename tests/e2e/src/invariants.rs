@@ -827,37 +827,15 @@ impl GrantLoad {
     /// Deletes the grants (the operator must be running to release them) and the admin
     /// objects, so the shared API server keeps nothing of the run.
     pub async fn teardown(&self, env: &crate::TestEnv) -> crate::Result<()> {
-        use kube::api::{DeleteParams, DynamicObject};
-        let grants: kube::Api<ProductionAccessGrant> = env.api();
-        grants
-            .delete_collection(&DeleteParams::default(), &Default::default())
+        let gone = "the grants to be gone";
+        env.delete_all::<ProductionAccessGrant>(gone, Duration::from_secs(90))
             .await?;
-        crate::platform::eventually("the grants to be gone", Duration::from_secs(90), || {
-            let grants = grants.clone();
-            async move {
-                Ok(grants
-                    .list(&Default::default())
-                    .await?
-                    .items
-                    .is_empty()
-                    .then_some(()))
-            }
-        })
-        .await?;
         for doc in self.admin_manifests(env) {
             let (Some(kind), Some(name)) = (doc["kind"].as_str(), doc["metadata"]["name"].as_str())
             else {
                 continue;
             };
-            let plural = if kind == "AwsAccount" {
-                "awsaccounts"
-            } else {
-                "accessgroups"
-            };
-            let gvk = kube::api::GroupVersionKind::gvk("prodaccess.io", "v1alpha1", kind);
-            let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
-            let api: kube::Api<DynamicObject> = kube::Api::all_with(env.client.clone(), &resource);
-            let _ = api.delete(name, &DeleteParams::default()).await;
+            env.delete_cluster_object(kind, name).await;
         }
         Ok(())
     }

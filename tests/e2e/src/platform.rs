@@ -220,6 +220,31 @@ impl TestEnv {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// Deletes every `K` of this test's namespace and waits for them to be gone, `what` naming
+    /// the wait if it times out. The operator must be running: it releases their finalizers.
+    pub async fn delete_all<K>(&self, what: &str, timeout: Duration) -> crate::Result<()>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let api: Api<K> = self.api();
+        api.delete_collection(&DeleteParams::default(), &Default::default())
+            .await?;
+        eventually(what, timeout, || async {
+            let left = api.list(&Default::default()).await?;
+            Ok(left.items.is_empty().then_some(()))
+        })
+        .await
+    }
+
+    /// Deletes the cluster-scoped `kind` object `name` where it exists. Failures are ignored:
+    /// this only tidies the shared API server after a test.
+    pub async fn delete_cluster_object(&self, kind: &str, name: &str) {
+        if let Ok(api) = self.dynamic_api(kind, false) {
+            let _ = api.delete(name, &DeleteParams::default()).await;
+        }
+    }
+
     /// Deletes the namespace (grants and routes go with it once the operator has cleaned up).
     pub async fn cleanup(&self) {
         let api = Api::<Namespace>::all(self.client.clone());

@@ -632,27 +632,11 @@ impl RouteLoad {
 
     /// Deletes every route of the test and the accounts, waiting for the routes to go.
     pub async fn teardown(&self, env: &crate::TestEnv) -> crate::Result<()> {
-        use kube::api::DynamicObject;
-        let api: Api<PrivateLinkRoute> = env.api();
-        api.delete_collection(&DeleteParams::default(), &Default::default())
+        let gone = "the routes to be gone";
+        env.delete_all::<PrivateLinkRoute>(gone, Duration::from_secs(90))
             .await?;
-        crate::platform::eventually("the routes to be gone", Duration::from_secs(90), || {
-            let api = api.clone();
-            async move {
-                Ok(api
-                    .list(&Default::default())
-                    .await?
-                    .items
-                    .is_empty()
-                    .then_some(()))
-            }
-        })
-        .await?;
-        let gvk = kube::api::GroupVersionKind::gvk("prodaccess.io", "v1alpha1", "AwsAccount");
-        let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "awsaccounts");
-        let accounts: Api<DynamicObject> = Api::all_with(env.client.clone(), &resource);
         for name in &self.accounts {
-            let _ = accounts.delete(name, &DeleteParams::default()).await;
+            env.delete_cluster_object("AwsAccount", name).await;
         }
         Ok(())
     }
