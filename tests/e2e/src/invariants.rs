@@ -986,6 +986,31 @@ impl LoadReport {
         path
     }
 
+    /// A load test's verdict on its `failures`: none passes; otherwise the run and the calls
+    /// in `log` are dumped for a look afterwards (the last failure names the file) and the
+    /// test fails with every failure on a line of its own.
+    pub async fn verdict(
+        &self,
+        env: &crate::TestEnv,
+        log: &CallLog,
+        mut failures: Vec<String>,
+    ) -> crate::Result<()> {
+        if !failures.is_empty() {
+            let path = self.dump(env, &log.calls()).await;
+            failures.push(format!(
+                "grants, samples and calls are in {}",
+                path.display()
+            ));
+        }
+        anyhow::ensure!(
+            failures.is_empty(),
+            "{} failures:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+        Ok(())
+    }
+
     /// One line of figures for the test output and docs/reliability.md.
     pub fn figures(&self) -> String {
         let (p50, p99, max) = self.lag_summary();

@@ -171,18 +171,5 @@ async fn crash_consistency() -> anyhow::Result<()> {
     }
     env.cleanup().await;
     operator.kill();
-    if !failures.is_empty() {
-        let path = report.dump(&env, &log.calls()).await;
-        failures.push(format!(
-            "grants, samples and calls are in {}",
-            path.display()
-        ));
-    }
-    anyhow::ensure!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    Ok(())
+    report.verdict(&env, &log, failures).await
 }

@@ -174,20 +174,7 @@ async fn aws_faults_converge() -> anyhow::Result<()> {
         failures.push(format!("teardown: {err:#}"));
     }
     env.cleanup().await;
-    if !failures.is_empty() {
-        let path = report.dump(&env, &log.calls()).await;
-        failures.push(format!(
-            "grants, samples and calls are in {}",
-            path.display()
-        ));
-    }
-    anyhow::ensure!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    Ok(())
+    report.verdict(&env, &log, failures).await
 }
 
 /// A kube-apiserver and etcd of this test's own, started from the platform's binaries on
@@ -636,18 +623,5 @@ async fn apiserver_faults_recover() -> anyhow::Result<()> {
     if let Err(err) = load.teardown(&env).await {
         failures.push(format!("teardown: {err:#}"));
     }
-    if !failures.is_empty() {
-        let path = report.dump(&env, &log.calls()).await;
-        failures.push(format!(
-            "grants, samples and calls are in {}",
-            path.display()
-        ));
-    }
-    anyhow::ensure!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    Ok(())
+    report.verdict(&env, &log, failures).await
 }
