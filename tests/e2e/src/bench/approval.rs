@@ -92,19 +92,7 @@ pub async fn run(
 
 fn manifests(env: &TestEnv, accounts: &[Account]) -> Vec<Value> {
     let approval = json!({"mode": "changeRequest", "changeTemplates": [TEMPLATE]});
-    let mut objects = Vec::new();
-    for (i, account) in accounts.iter().enumerate() {
-        let name = format!("{}-{i}", env.id);
-        objects.push(world::aws_account(&name, &account.id, &env.namespace));
-        objects.push(world::access_group(
-            &name,
-            &name,
-            GROUP,
-            &env.namespace,
-            approval.clone(),
-        ));
-    }
-    objects
+    world::group_per_account(env, accounts, GROUP, &approval)
 }
 
 /// Waits until every grant has opened its change request; returns their IDs in grant order.
@@ -172,22 +160,8 @@ async fn approve(carol: &Approver, id: &str) -> crate::Result<()> {
 /// Waits until every grant is Active, or until the longest poll interval and a margin passed.
 async fn wait_active(grants: &Store<ProductionAccessGrant>, count: usize, poll_max: Duration) {
     let timeout = poll_max * 2 + Duration::from_secs(30);
-    let waited = world::wait_for(
-        "grants Active",
-        timeout,
-        Duration::from_millis(500),
-        || async {
-            let phases = world::phases(grants);
-            let active = phases
-                .get(GrantPhase::Active.as_str())
-                .copied()
-                .unwrap_or(0);
-            Ok(((active >= count).then_some(()), format!("{phases:?}")))
-        },
-    );
-    if let Err(err) = waited.await {
-        println!("    {err:#}; measuring what happened");
-    }
+    let then = "measuring what happened";
+    world::wait_phase(grants, GrantPhase::Active, count, timeout, then).await;
 }
 
 /// Per account: the approval signal and the first `AddUserToGroup` by the operator after it.

@@ -53,17 +53,12 @@ pub async fn run(
         &account.id,
         &env.namespace,
     )];
-    for g in 0..config.groups {
-        let name = format!("{}-{g}", env.id);
-        let group = format!("Mass{g}");
-        objects.push(world::access_group(
-            &name,
-            &account_name,
-            &group,
-            &env.namespace,
-            world::no_approval(),
-        ));
-    }
+    objects.extend(world::numbered_groups(
+        &env,
+        &account_name,
+        config.groups,
+        "Mass",
+    ));
     world::apply_all(&env, objects).await?;
     let setup = OperatorSettings {
         budget: config.setup_budget.clone(),
@@ -167,25 +162,8 @@ async fn wait_all_active(
     expiry: f64,
 ) -> usize {
     let timeout = Duration::from_secs_f64((expiry - 15.0 - now()).max(1.0));
-    let active = || {
-        world::phases(grants)
-            .get(GrantPhase::Active.as_str())
-            .copied()
-            .unwrap_or(0)
-    };
-    let waited = world::wait_for(
-        "grants Active",
-        timeout,
-        Duration::from_millis(500),
-        || async {
-            let phases = world::phases(grants);
-            Ok(((active() >= count).then_some(()), format!("{phases:?}")))
-        },
-    );
-    if let Err(err) = waited.await {
-        println!("    {err:#}; the expiry goes ahead with what is Active");
-    }
-    active()
+    let then = "the expiry goes ahead with what is Active";
+    world::wait_phase(grants, GrantPhase::Active, count, timeout, then).await
 }
 
 /// Waits until every grant is Expired, for at most twice the time the write budget needs.
@@ -197,22 +175,8 @@ async fn wait_all_expired(
 ) {
     let needed = 2.0 * count as f64 / rate.max(0.1);
     let timeout = Duration::from_secs_f64((expiry - now()).max(0.0) + 2.0 * needed + 60.0);
-    let waited = world::wait_for(
-        "grants Expired",
-        timeout,
-        Duration::from_millis(500),
-        || async {
-            let phases = world::phases(grants);
-            let expired = phases
-                .get(GrantPhase::Expired.as_str())
-                .copied()
-                .unwrap_or(0);
-            Ok(((expired >= count).then_some(()), format!("{phases:?}")))
-        },
-    );
-    if let Err(err) = waited.await {
-        println!("    {err:#}; measuring what happened");
-    }
+    let then = "measuring what happened";
+    world::wait_phase(grants, GrantPhase::Expired, count, timeout, then).await;
 }
 
 /// Grants whose window starts exactly where the benchmark put it.

@@ -129,16 +129,12 @@ async fn build(
         world::aws_account(&names.0, &jump.id, &env.namespace),
         world::aws_account(&names.1, &prod.id, &env.namespace),
     ];
-    for g in 0..config.groups {
-        let name = format!("{}-{g}", env.id);
-        objects.push(world::access_group(
-            &name,
-            &names.0,
-            &format!("Bench{g}"),
-            &env.namespace,
-            world::no_approval(),
-        ));
-    }
+    objects.extend(world::numbered_groups(
+        &env,
+        &names.0,
+        config.groups,
+        "Bench",
+    ));
     world::apply_all(&env, objects).await?;
     let setup = OperatorSettings {
         budget: config.setup_budget.clone(),

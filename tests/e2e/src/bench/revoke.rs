@@ -53,18 +53,7 @@ pub async fn run(
     for account in &accounts {
         world::create_users(&account.iam(), &[USER.to_string()]).await?;
     }
-    let mut objects = Vec::new();
-    for (i, account) in accounts.iter().enumerate() {
-        let name = format!("{}-{i}", env.id);
-        objects.push(world::aws_account(&name, &account.id, &env.namespace));
-        objects.push(world::access_group(
-            &name,
-            &name,
-            GROUP,
-            &env.namespace,
-            world::no_approval(),
-        ));
-    }
+    let objects = world::group_per_account(&env, &accounts, GROUP, &world::no_approval());
     world::apply_all(&env, objects).await?;
     let mut operator = BenchOperator::start(&env, "revoke", settings)?;
     operator.wait_ready().await?;
@@ -144,23 +133,8 @@ async fn wait_expired(
 ) -> crate::Result<()> {
     let last = expiries.iter().copied().fold(0.0, f64::max);
     let timeout = Duration::from_secs_f64((last - now()).max(0.0) + 60.0);
-    let want = config.grants;
-    let waited = world::wait_for(
-        "grants Expired",
-        timeout,
-        Duration::from_millis(500),
-        || async {
-            let phases = world::phases(grants);
-            let expired = phases
-                .get(GrantPhase::Expired.as_str())
-                .copied()
-                .unwrap_or(0);
-            Ok(((expired >= want).then_some(()), format!("{phases:?}")))
-        },
-    );
-    if let Err(err) = waited.await {
-        println!("    {err:#}; measuring what happened");
-    }
+    let (want, then) = (config.grants, "measuring what happened");
+    world::wait_phase(grants, GrantPhase::Expired, want, timeout, then).await;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use prodaccess::crd::{AccessGroup, ConditionExt, ProductionAccessGrant};
+use prodaccess::crd::{AccessGroup, ConditionExt, GrantPhase, ProductionAccessGrant};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -204,6 +204,35 @@ pub fn no_approval() -> Value {
     json!({"mode": "none"})
 }
 
+/// `count` access groups without approval in the `AwsAccount` named `account`, named
+/// `<test id>-<g>`, for the IAM groups `<iam_prefix><g>`.
+pub fn numbered_groups(env: &TestEnv, account: &str, count: usize, iam_prefix: &str) -> Vec<Value> {
+    let group = |g: usize| {
+        let (name, iam_group) = (format!("{}-{g}", env.id), format!("{iam_prefix}{g}"));
+        access_group(&name, account, &iam_group, &env.namespace, no_approval())
+    };
+    (0..count).map(group).collect()
+}
+
+/// For each of `accounts` an `AwsAccount` and one access group in it for the IAM group
+/// `group`, both named `<test id>-<index>`, so that each grant can be placed in an account of
+/// its own.
+pub fn group_per_account(
+    env: &TestEnv,
+    accounts: &[Account],
+    group: &str,
+    approval: &Value,
+) -> Vec<Value> {
+    let mut objects = Vec::new();
+    for (i, account) in accounts.iter().enumerate() {
+        let name = format!("{}-{i}", env.id);
+        objects.push(aws_account(&name, &account.id, &env.namespace));
+        let access = access_group(&name, &name, group, &env.namespace, approval.clone());
+        objects.push(access);
+    }
+    objects
+}
+
 /// A grant of `user` in `group` for `duration`, starting no earlier than `not_before`.
 pub fn grant(
     name: &str,
@@ -316,6 +345,28 @@ pub fn phases(store: &Store<ProductionAccessGrant>) -> BTreeMap<&'static str, us
         *counts.entry(phase.as_str()).or_insert(0) += 1;
     }
     counts
+}
+
+/// Waits until at least `count` grants are in `phase`, for at most `timeout`, and returns how
+/// many are in it then. Running out of time is only printed, followed by `then`: the benchmark
+/// goes on and measures what did happen.
+pub async fn wait_phase(
+    grants: &Store<ProductionAccessGrant>,
+    phase: GrantPhase,
+    count: usize,
+    timeout: Duration,
+    then: &str,
+) -> usize {
+    let in_phase = |all: &BTreeMap<&str, usize>| all.get(phase.as_str()).copied().unwrap_or(0);
+    let what = format!("grants {}", phase.as_str());
+    let waited = wait_for(&what, timeout, Duration::from_millis(500), || async {
+        let all = phases(grants);
+        Ok(((in_phase(&all) >= count).then_some(()), format!("{all:?}")))
+    });
+    if let Err(err) = waited.await {
+        println!("    {err:#}; {then}");
+    }
+    in_phase(&phases(grants))
 }
 
 /// Polls `check` every `every` until it returns `Some`, printing its progress text at most every
