@@ -574,8 +574,8 @@ async fn apiserver_faults_recover() -> anyhow::Result<()> {
     let plan = LoadPlan {
         grants,
         spread: Duration::from_secs(30),
-        min_duration_secs: 16,
-        max_duration_secs: 26,
+        min_duration_secs: 20,
+        max_duration_secs: 30,
         change_request_every: 3,
     };
     let until = Instant::now() + plan.busy_for();
