@@ -343,14 +343,63 @@ pub async fn reconcile(group: Arc<AccessGroup>, ctx: Arc<Context>) -> Result<Act
                 .as_ref()
                 .and_then(|s| s.account_id.as_deref());
             let policy = &group.spec.session_policy;
-            match check_session_policy(policy, &account.spec.region, id.unwrap_or_default()) {
-                Err((reason, message)) => not_ready(&mut status, reason, message),
-                Ok(()) => converge(&ctx, &group, account, &mut status, now).await?,
+            let owner = managed_by_another(&group, &ctx.groups.state(), &ctx.accounts.state());
+            match (
+                owner,
+                check_session_policy(policy, &account.spec.region, id.unwrap_or_default()),
+            ) {
+                (Some(owner), _) => {
+                    let msg = format!(
+                        "IAM group {} in this account is already managed by AccessGroup {owner:?}; \
+                         two groups managing one would undo each other's members.",
+                        group.spec.group_name
+                    );
+                    not_ready(&mut status, "GroupConflict", msg);
+                }
+                (None, Err((reason, message))) => not_ready(&mut status, reason, message),
+                (None, Ok(())) => converge(&ctx, &group, account, &mut status, now).await?,
             }
         }
     }
     write_status(&ctx, &group, status).await?;
     Ok(Action::requeue(ctx.settings.grant_resync))
+}
+
+/// The older `AccessGroup` that manages the same IAM group as `group` (IAM group names are
+/// case-insensitive) in the same AWS account, whether through the same `AwsAccount` or another
+/// one for the same account ID. Only the oldest (then first by name) acts; the others would
+/// fight it, each removing the members the other grants when either is `exclusive`.
+fn managed_by_another(
+    group: &AccessGroup,
+    groups: &[Arc<AccessGroup>],
+    accounts: &[Arc<AwsAccount>],
+) -> Option<String> {
+    let account_id = |name: &str| {
+        accounts
+            .iter()
+            .find(|a| a.name_any() == name)
+            .and_then(|a| a.status.as_ref()?.account_id.clone())
+    };
+    let same_account = |other: &AccessGroup| {
+        other.spec.account_ref == group.spec.account_ref
+            || account_id(&other.spec.account_ref)
+                .is_some_and(|id| account_id(&group.spec.account_ref) == Some(id))
+    };
+    let seniority = |g: &AccessGroup| (g.metadata.creation_timestamp.clone(), g.name_any());
+    groups
+        .iter()
+        .filter(|other| other.name_any() != group.name_any())
+        .filter(|other| other.metadata.deletion_timestamp.is_none())
+        .filter(|other| {
+            other
+                .spec
+                .group_name
+                .eq_ignore_ascii_case(&group.spec.group_name)
+        })
+        .filter(|other| same_account(other))
+        .filter(|other| seniority(other) < seniority(group))
+        .min_by_key(|other| seniority(other))
+        .map(|other| other.name_any())
 }
 
 async fn converge(
@@ -570,6 +619,53 @@ pub async fn run(ctx: Arc<Context>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn access_group(name: &str, account: &str, iam_group: &str, second: i64) -> Arc<AccessGroup> {
+        let spec = serde_json::from_value(serde_json::json!({
+            "accountRef": account, "groupName": iam_group
+        }));
+        let mut group = AccessGroup::new(name, spec.unwrap_or_else(|_| unreachable!()));
+        let created = Timestamp::from_second(second).unwrap_or(Timestamp::UNIX_EPOCH);
+        group.metadata.creation_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(created),
+        );
+        Arc::new(group)
+    }
+
+    fn aws_account(name: &str, id: &str) -> Arc<AwsAccount> {
+        let spec = serde_json::from_value(serde_json::json!({
+            "roleArn": format!("arn:aws:iam::{id}:role/prodaccess"),
+            "externalId": "ext-id", "region": "ap-northeast-1"
+        }));
+        let mut account = AwsAccount::new(name, spec.unwrap_or_else(|_| unreachable!()));
+        account.status = Some(crate::crd::AwsAccountStatus {
+            account_id: Some(id.to_string()),
+            ..Default::default()
+        });
+        Arc::new(account)
+    }
+
+    #[test]
+    fn only_the_oldest_group_manages_an_iam_group_in_an_account() {
+        let accounts = [
+            aws_account("jump", "111111111111"),
+            aws_account("jump-2", "111111111111"),
+        ];
+        let groups = [
+            access_group("newer", "jump", "productionaccess", 20),
+            access_group("oldest", "jump", "ProductionAccess", 10),
+            access_group("same-id", "jump-2", "ProductionAccess", 30),
+            access_group("other-group", "jump", "Readers", 5),
+        ];
+        let owner = |name: &str| {
+            let group = groups.iter().find(|g| g.name_any() == name)?;
+            managed_by_another(group, &groups, &accounts)
+        };
+        assert_eq!(owner("oldest"), None);
+        assert_eq!(owner("newer").as_deref(), Some("oldest"));
+        assert_eq!(owner("same-id").as_deref(), Some("oldest"));
+        assert_eq!(owner("other-group"), None);
+    }
     use std::collections::BTreeMap;
 
     #[test]

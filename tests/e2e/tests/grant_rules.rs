@@ -369,6 +369,49 @@ async fn member_removed_by_hand_is_added_back_within_one_resync() -> anyhow::Res
     world.teardown(&env).await
 }
 
+/// A second `AccessGroup` for the same IAM group in the same account (spelt in lower case, as
+/// IAM names are case-insensitive) is refused with `GroupConflict` and writes nothing to the
+/// group, so it cannot undo the members the first one grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_group_for_one_iam_group_is_refused_with_group_conflict() -> anyhow::Result<()> {
+    let (env, world, _operator) = start("group-conflict").await?;
+    world.apply_default_admin(&env, true).await?;
+    let second = format!("{}-second", world.group);
+    let mut manifest = world.group_manifest(&[&env.namespace]);
+    manifest["metadata"]["name"] = json!(second);
+    manifest["spec"]["groupName"] = json!(IAM_GROUP.to_lowercase());
+    manifest["spec"]["exclusive"] = json!(true);
+    env.apply_value(&mut manifest).await?;
+    let groups: Api<prodaccess::crd::AccessGroup> = Api::all(env.client.clone());
+    let message = eventually("GroupConflict on the second group", WAIT, || async {
+        let group = groups.get(&second).await?;
+        let ready = group
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+        Ok(ready
+            .filter(|c| c.status == "False" && c.reason == "GroupConflict")
+            .map(|c| c.message))
+    })
+    .await?;
+    ensure!(
+        message.contains(&world.group),
+        "message names no owner: {message}"
+    );
+    // The first group still grants, and the second removes no one it did not grant.
+    let cr = world.approved_change_request().await?;
+    env.apply_value(&mut world.grant_manifest("alice-console", "alice", "5m", Some(&cr)))
+        .await?;
+    wait_phase(&env, "alice-console", GrantPhase::Active, WAIT).await?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    ensure!(
+        world.members().await? == vec!["alice".to_string()],
+        "alice lost her membership to the conflicting group"
+    );
+    let _ = groups.delete(&second, &DeleteParams::default()).await;
+    world.teardown(&env).await
+}
+
 /// A session policy edited by hand (here widened to every SSM action) is put back within one
 /// resync, with a Warning Event on the group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
