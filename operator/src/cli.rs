@@ -275,6 +275,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     if args.leader_election {
         elect(&args, &client, &metrics).await;
+    } else {
+        // The one instance acts, so "nobody leads" alerts must not fire for it.
+        metrics.leader.set(1);
     }
     let settings = Settings {
         grant_resync: args.grant_resync,
@@ -299,6 +302,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         route_snapshots: Default::default(),
         revocations: Default::default(),
         grant_versions: Default::default(),
+        ready_routes: Default::default(),
     });
     if listed_at.elapsed() < LIST_STILL_CURRENT {
         // Leading at once (a restart in the same pod): the grants were just listed, which is

@@ -73,6 +73,9 @@ pub struct Context {
     /// wrote it, by UID. A cached copy at that version is as new as anything this operator
     /// knows of, so the reconcile can skip reading the grant again.
     pub grant_versions: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// UIDs of the routes whose last written status was Ready, for `prodaccess_routes_ready`
+    /// (one set for every route controller, whatever namespaces each serves).
+    pub ready_routes: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {

@@ -308,14 +308,27 @@ async fn seed_route_lifecycle() -> anyhow::Result<()> {
     let value = fx.record_value(&zone).await?;
     assert_eq!(value, hops.endpoint_dns_name.clone());
 
+    assert_eq!(routes_ready(&operator).await?, Some(1.0));
+
     let uid = uid(&route);
     let before = fx.managed(&uid).await?;
     assert_eq!(before.len(), 7, "{before:?}");
     delete_route(&env).await?;
     let left = fx.managed(&uid).await?;
     assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(routes_ready(&operator).await?, Some(0.0));
     env.cleanup().await;
     Ok(())
+}
+
+/// `prodaccess_routes_ready` as the operator's `/metrics` shows it.
+async fn routes_ready(operator: &Operator) -> anyhow::Result<Option<f64>> {
+    let text = operator.metrics().await?;
+    let value = text
+        .lines()
+        .find_map(|line| line.strip_prefix("prodaccess_routes_ready "))
+        .and_then(|value| value.trim().parse().ok());
+    Ok(value)
 }
 
 /// Delete a listener, deregister a target, change the DNS record and the endpoint service's

@@ -266,21 +266,22 @@ async fn report(
     new_status: &PrivateLinkRouteStatus,
     outcome: &Outcome,
 ) -> Result<(), Error> {
+    let was_ready = route
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.is_true(status::READY));
     if !outcome.done.is_empty() {
-        let fresh = route
-            .status
-            .as_ref()
-            .is_none_or(|s| s.hops.alb_arn.is_none());
-        let reason = if fresh { "Created" } else { "DriftCorrected" };
+        // Changes to a route that was Ready put back what drifted; before, they build it.
+        let reason = if was_ready {
+            "DriftCorrected"
+        } else {
+            "Created"
+        };
         let note = truncate(outcome.done.join("; "));
         tracing::info!(route = %route.name_any(), reason, changes = %note, "Route changed in AWS");
         ctx.event(route, EventType::Normal, reason, "Reconcile", note)
             .await;
     }
-    let was_ready = route
-        .status
-        .as_ref()
-        .is_some_and(|s| s.conditions.is_true(status::READY));
     let ready = new_status.conditions.is_true(status::READY);
     if ready && !was_ready {
         let note = format!(
@@ -298,17 +299,46 @@ async fn report(
             .condition(status::READY)
             .map(|c| c.message.clone());
         let reason = new_reason.unwrap_or_default();
+        // A route being built or waiting for AWS is progress, not a problem.
+        let kind = if PROGRESS_REASONS.contains(&reason.as_str()) {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
         ctx.event(
             route,
-            EventType::Warning,
+            kind,
             &reason,
             "Reconcile",
             truncate(note.unwrap_or_default()),
         )
         .await;
     }
-    write_status(ctx, route, new_status).await
+    write_status(ctx, route, new_status).await?;
+    count_ready(ctx, route, ready);
+    Ok(())
 }
+
+/// Keeps `prodaccess_routes_ready` at the number of routes whose last written status is Ready.
+fn count_ready(ctx: &Context, route: &PrivateLinkRoute, ready: bool) {
+    let uid = route.uid().unwrap_or_default();
+    if let Ok(mut routes) = ctx.ready_routes.lock() {
+        if ready {
+            routes.insert(uid);
+        } else {
+            routes.remove(&uid);
+        }
+        ctx.metrics.routes_ready.set(routes.len() as i64);
+    }
+}
+
+/// Ready reasons of a route on its way to Ready: AWS is building or a change is being applied.
+const PROGRESS_REASONS: [&str; 4] = [
+    "Reconciling",
+    "Waiting",
+    "LoadBalancerProvisioning",
+    "EndpointServicePending",
+];
 
 fn ready_reason(status: Option<&PrivateLinkRouteStatus>) -> Option<String> {
     status
@@ -356,6 +386,7 @@ async fn write_status(
 
 /// Deletes everything the route owns, in reverse order; `Retain` keeps it all.
 async fn cleanup(route: Arc<PrivateLinkRoute>, ctx: Arc<Context>) -> Result<Action, Error> {
+    count_ready(&ctx, &route, false);
     if route.spec.deletion_policy == DeletionPolicy::Retain {
         let note = "deletion policy Retain: AWS resources left in place".to_string();
         ctx.event(

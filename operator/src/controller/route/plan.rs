@@ -544,7 +544,8 @@ fn hop_states(
                 .map(RouteAction::describe)
                 .collect();
             if !pending.is_empty() {
-                return not_ready(hop, "Reconciling", format!("to do: {}", pending.join("; ")));
+                let message = format!("applied, not yet confirmed: {}", pending.join("; "));
+                return not_ready(hop, "Reconciling", message);
             }
             match waiting(hop, observed) {
                 Some((reason, message)) => not_ready(hop, reason, message),
@@ -555,7 +556,7 @@ fn hop_states(
                     hop,
                     ready: true,
                     reason: "Ready".into(),
-                    message: format!("{} is in place", hop.condition().trim_end_matches("Ready")),
+                    message: format!("{}: in place", hop.condition().trim_end_matches("Ready")),
                 },
             }
         })
