@@ -23,10 +23,10 @@ CHART_CRDS := charts/prodaccess-operator/crds
 CRDS_GEN = $(CARGO) run -q -p prodaccess-operator --bin prodaccess-operator -- crds --dir
 
 .PHONY: help platform platform-up platform-down platform-status fmt-check fmt clippy unit \
-        crds crds-check emulator-test e2e chart-test argocd-test test demo bench
+        crds crds-check emulator-test e2e chart-test argocd-test test demo operator bench
 
 help:
-	@echo "targets: test demo bench platform platform-up platform-down platform-status"
+	@echo "targets: test demo operator bench platform platform-up platform-down platform-status"
 	@echo "         fmt fmt-check clippy unit crds crds-check emulator-test e2e chart-test"
 	@echo "         argocd-test"
 
@@ -106,6 +106,10 @@ demo: platform-up
 	@rc=0; KEEP=$(KEEP) $(WITH_ENV) bash tests/demo/demo.sh || rc=$$?; \
 	if [ "$(KEEP)" != 1 ]; then $(PLATFORM)/down.sh; else echo "KEEP=1: platform left running ($(PLATFORM)/status.sh, make platform-down)"; fi; \
 	exit $$rc
+
+# Runs the operator in the foreground against the local platform (see tests/platform/operator.sh).
+operator:
+	@$(WITH_ENV) bash $(PLATFORM)/operator.sh $(ARGS)
 
 bench:
 	@if [ -f tests/bench/run.sh ]; then bash tests/bench/run.sh; else echo "bench: no tests/bench/run.sh"; fi
