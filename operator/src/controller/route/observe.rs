@@ -4,9 +4,8 @@
 //! reference. A crash between a create and the status write therefore never leads to a
 //! second resource: the next observe finds the first one.
 //!
-//! Endpoint services and endpoints are listed whole and filtered by tag here rather than with
-//! a `tag:` filter, which the emulator does not implement everywhere; an account with more
-//! than one page of them would need pagination added.
+//! Endpoint services and endpoints are listed whole, every page, and filtered by tag here
+//! rather than with a `tag:` filter, which the emulator does not implement everywhere.
 
 use aws_sdk_ec2::types::Filter;
 use std::sync::Arc;
@@ -386,14 +385,16 @@ async fn endpoint_service(
     aws: &AwsClients,
     names: &RouteNames,
 ) -> Result<Option<EndpointService>, ObserveError> {
-    let out = aws
+    let services = aws
         .ec2
         .describe_vpc_endpoint_service_configurations()
+        .into_paginator()
+        .items()
         .send()
+        .try_collect()
         .await
         .map_err(|e| ObserveError::DescribeEndpointServices(e.into()))?;
-    let found = out
-        .service_configurations()
+    let found = services
         .iter()
         .find(|s| ec2_owned(names, s.tags()) && service_in_use(s));
     let Some(service) = found else {
@@ -475,14 +476,16 @@ async fn connections(aws: &AwsClients, service_id: &str) -> Result<Vec<Connectio
 }
 
 async fn endpoint(aws: &AwsClients, names: &RouteNames) -> Result<Option<Endpoint>, ObserveError> {
-    let out = aws
+    let endpoints = aws
         .ec2
         .describe_vpc_endpoints()
+        .into_paginator()
+        .items()
         .send()
+        .try_collect()
         .await
         .map_err(|e| ObserveError::DescribeEndpoints(e.into()))?;
-    let found = out
-        .vpc_endpoints()
+    let found = endpoints
         .iter()
         .find(|e| ec2_owned(names, e.tags()) && endpoint_in_use(e));
     Ok(found.map(endpoint_of))
