@@ -309,6 +309,47 @@ async fn revoked_flag_ends_active_access() -> anyhow::Result<()> {
     world.teardown(&env).await
 }
 
+/// Pausing a grant holds back changes, never the end of access: a paused grant that is
+/// revoked is revoked at once, and one that expires is revoked at its expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_grant_still_ends_on_time() -> anyhow::Result<()> {
+    let (env, world, _operator) = start("paused-grant").await?;
+    world.apply_default_admin(&env, false).await?;
+    let session = active_with_session(&env, &world).await?;
+    let api: Api<ProductionAccessGrant> = env.api();
+    let pause = json!({"metadata": {"annotations": {"prodaccess.io/paused": "true"}}});
+    let params = PatchParams::default();
+    api.patch("alice-console", &params, &Patch::Merge(&pause))
+        .await?;
+    let revoke = json!({"spec": {"revoked": true}});
+    api.patch("alice-console", &params, &Patch::Merge(&revoke))
+        .await?;
+    wait_phase(&env, "alice-console", GrantPhase::Revoked, WAIT).await?;
+    access_ended(&world, &session).await?;
+
+    let cr = world.approved_change_request().await?;
+    let mut short = world.grant_manifest("alice-short", "alice", "20s", Some(&cr));
+    env.apply_value(&mut short).await?;
+    wait_phase(&env, "alice-short", GrantPhase::Active, WAIT).await?;
+    api.patch("alice-short", &params, &Patch::Merge(&pause))
+        .await?;
+    let expired = wait_phase(&env, "alice-short", GrantPhase::Expired, WAIT).await?;
+    let lag = expired.status.as_ref().and_then(|s| {
+        Some(
+            s.revoked_at
+                .as_ref()?
+                .0
+                .duration_since(s.window.as_ref()?.expiry.0),
+        )
+    });
+    ensure!(
+        lag.is_some_and(|lag| lag.as_secs_f64() < 5.0),
+        "paused grant revoked {lag:?} after its expiry"
+    );
+    ensure!(world.members().await?.is_empty(), "alice is still in");
+    world.teardown(&env).await
+}
+
 /// Deleting an active grant revokes it before the object goes: alice leaves the group and
 /// her session is terminated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,6 +80,29 @@ fn is_overdue(grant: &ProductionAccessGrant, now: Timestamp) -> bool {
     !status.phase.is_terminal() && status.window.as_ref().is_some_and(|w| w.expiry.0 <= now)
 }
 
+/// What a paused grant waits for, or `None` when it must be reconciled anyway. Pausing holds
+/// back granting and other changes, never the end of access: an overdue, revoked or deleted
+/// grant is still revoked (and a deleted one released), so a paused grant is woken at its
+/// expiry.
+fn paused_wait(grant: &ProductionAccessGrant, now: Timestamp) -> Option<Action> {
+    let ending = grant.spec.revoked || grant.metadata.deletion_timestamp.is_some();
+    if ending || is_overdue(grant, now) {
+        return None;
+    }
+    let expiry = grant
+        .status
+        .as_ref()
+        .and_then(|s| s.window.as_ref())
+        .map(|w| w.expiry.0);
+    Some(match expiry {
+        Some(expiry) if !grant.status.as_ref().is_some_and(|s| s.phase.is_terminal()) => {
+            let left = expiry.duration_since(now).unsigned_abs();
+            Action::requeue(left + Duration::from_millis(100))
+        }
+        _ => Action::await_change(),
+    })
+}
+
 /// Field manager of every status write.
 pub const MANAGER: &str = "prodaccess-operator";
 
@@ -129,12 +152,14 @@ pub async fn reconcile(
             return Err(Error::ReadGrant { name, message });
         }
     };
-    if grant
+    let paused = grant
         .annotations()
         .get(PAUSED_ANNOTATION)
-        .is_some_and(|v| v == "true")
-    {
-        return Ok(Action::await_change());
+        .is_some_and(|v| v == "true");
+    if paused {
+        if let Some(wait) = paused_wait(&grant, Timestamp::now()) {
+            return Ok(wait);
+        }
     }
     let deleting = grant.metadata.deletion_timestamp.is_some();
     let result = finalizer(&api, crate::crd::FINALIZER, grant, |event| async {
@@ -708,6 +733,40 @@ mod tests {
         ));
         Arc::make_mut(&mut grant).status = None;
         assert!(!is_overdue(&grant, now), "no window, nothing given");
+    }
+
+    #[test]
+    fn pausing_holds_back_changes_but_never_the_end_of_access() {
+        let base = grant("a", "prod").unwrap_or_else(|| unreachable!());
+        let expiry = Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_secs(100);
+        let with = |phase, revoked| {
+            let mut g = base.as_ref().clone();
+            g.spec.revoked = revoked;
+            g.status = Some(ProductionAccessGrantStatus {
+                phase,
+                window: Some(crate::crd::GrantWindow {
+                    start: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(expiry),
+                    expiry: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(expiry),
+                }),
+                ..Default::default()
+            });
+            g
+        };
+        let before = expiry - jiff::SignedDuration::from_secs(10);
+        let after = expiry + jiff::SignedDuration::from_secs(1);
+        // Active and paused: left alone, but woken just after its expiry.
+        let wait = paused_wait(&with(GrantPhase::Active, false), before);
+        assert_eq!(wait, Some(Action::requeue(Duration::from_millis(10_100))));
+        // Expired while paused, revoked while paused: revoked as usual.
+        assert_eq!(paused_wait(&with(GrantPhase::Active, false), after), None);
+        assert_eq!(paused_wait(&with(GrantPhase::Active, true), before), None);
+        // Finished: nothing to wake for.
+        let done = paused_wait(&with(GrantPhase::Expired, false), after);
+        assert_eq!(done, Some(Action::await_change()));
+        let mut deleting = with(GrantPhase::Active, false);
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(before));
+        assert_eq!(paused_wait(&deleting, before), None);
     }
 
     #[test]
