@@ -706,23 +706,32 @@ mod tests {
         Some(Arc::new(grant))
     }
 
+    /// `grant` in `phase` with a recorded window that ends (and, for brevity, starts) at
+    /// `expiry`.
+    fn windowed(
+        grant: &ProductionAccessGrant,
+        phase: GrantPhase,
+        expiry: Timestamp,
+    ) -> ProductionAccessGrant {
+        let mut g = grant.clone();
+        let at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(expiry);
+        g.status = Some(ProductionAccessGrantStatus {
+            phase,
+            window: Some(crate::crd::GrantWindow {
+                start: at.clone(),
+                expiry: at,
+            }),
+            ..Default::default()
+        });
+        g
+    }
+
     #[test]
     fn a_recorded_window_past_its_expiry_is_overdue_until_the_grant_is_finished() {
         let mut grant = grant("a", "prod").unwrap_or_else(|| unreachable!());
         let expiry = Timestamp::UNIX_EPOCH;
         let now = expiry + jiff::SignedDuration::from_secs(1);
-        let with = |phase| {
-            let mut g = grant.as_ref().clone();
-            g.status = Some(ProductionAccessGrantStatus {
-                phase,
-                window: Some(crate::crd::GrantWindow {
-                    start: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(expiry),
-                    expiry: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(expiry),
-                }),
-                ..Default::default()
-            });
-            g
-        };
+        let with = |phase| windowed(&grant, phase, expiry);
         // Stopped after the window was recorded but before Active was written.
         assert!(is_overdue(&with(GrantPhase::Pending), now));
         assert!(is_overdue(&with(GrantPhase::Active), now));
@@ -740,16 +749,8 @@ mod tests {
         let base = grant("a", "prod").unwrap_or_else(|| unreachable!());
         let expiry = Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_secs(100);
         let with = |phase, revoked| {
-            let mut g = base.as_ref().clone();
+            let mut g = windowed(&base, phase, expiry);
             g.spec.revoked = revoked;
-            g.status = Some(ProductionAccessGrantStatus {
-                phase,
-                window: Some(crate::crd::GrantWindow {
-                    start: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(expiry),
-                    expiry: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(expiry),
-                }),
-                ..Default::default()
-            });
             g
         };
         let before = expiry - jiff::SignedDuration::from_secs(10);
