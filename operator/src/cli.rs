@@ -260,9 +260,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let accounts = Cached::watch(Api::<AwsAccount>::all(client.clone()), &scope);
     let groups = Cached::watch(Api::<AccessGroup>::all(client.clone()), &scope);
     let grants = Cached::watch(Api::<ProductionAccessGrant>::all(client.clone()), &scope);
+    let routes = Cached::watch(Api::<PrivateLinkRoute>::all(client.clone()), &scope);
     for ready in [
         accounts.wait_until_ready().await,
         groups.wait_until_ready().await,
+        routes.wait_until_ready().await,
     ] {
         ready.map_err(|err| anyhow::anyhow!("watch cache did not sync: {err}"))?;
     }
@@ -297,6 +299,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         accounts,
         groups,
         grants,
+        routes,
         ledger_lock: tokio::sync::Mutex::new(()),
         shared: Default::default(),
         route_snapshots: Default::default(),
@@ -351,34 +354,15 @@ fn watch_config(args: &RunArgs) -> watcher::Config {
 }
 
 async fn run_controllers(ctx: Arc<Context>, args: &RunArgs) {
-    let config = watch_config(args);
-    // The selector scopes every kind: an instance reconciling groups and accounts outside its
-    // scope would judge them against caches that hold only its own objects.
-    let mut tasks = vec![
+    // Every controller works from the shared caches, which the instance's label selector
+    // already scopes; grants and routes are further limited to the namespaces in scope.
+    let namespaces = &args.namespaces;
+    let tasks = vec![
         tokio::spawn(controller::account::run(ctx.clone())),
         tokio::spawn(controller::group::run(ctx.clone())),
+        tokio::spawn(controller::grant::run(ctx.clone(), namespaces.clone())),
+        tokio::spawn(controller::route::run(ctx.clone(), namespaces.clone())),
     ];
-    // One grant controller, over the shared grant cache, for every namespace in scope.
-    tasks.push(tokio::spawn(controller::grant::run(
-        ctx.clone(),
-        args.namespaces.clone(),
-    )));
-    let scopes: Vec<Option<&String>> = if args.namespaces.is_empty() {
-        vec![None]
-    } else {
-        args.namespaces.iter().map(Some).collect()
-    };
-    for scope in scopes {
-        let routes = match scope {
-            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-            None => Api::all(ctx.client.clone()),
-        };
-        tasks.push(tokio::spawn(controller::route::run(
-            ctx.clone(),
-            routes,
-            config.clone(),
-        )));
-    }
     futures::future::join_all(tasks).await;
 }
 

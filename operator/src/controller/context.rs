@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::watch::Cached;
 use crate::aws::ClientFactory;
-use crate::crd::{AccessGroup, AwsAccount, ProductionAccessGrant};
+use crate::crd::{AccessGroup, AwsAccount, PrivateLinkRoute, ProductionAccessGrant};
 use crate::metrics::Metrics;
 
 /// Tunables of one operator instance.
@@ -59,6 +59,7 @@ pub struct Context {
     pub accounts: Cached<AwsAccount>,
     pub groups: Cached<AccessGroup>,
     pub grants: Cached<ProductionAccessGrant>,
+    pub routes: Cached<PrivateLinkRoute>,
     /// Serialises claims on the approval ledger kept in `AccessGroup` status, so two grants
     /// naming the same approval cannot both win it.
     pub ledger_lock: tokio::sync::Mutex<()>,

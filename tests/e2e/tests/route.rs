@@ -309,6 +309,7 @@ async fn seed_route_lifecycle() -> anyhow::Result<()> {
     assert_eq!(value, hops.endpoint_dns_name.clone());
 
     assert_eq!(routes_ready(&operator).await?, Some(1.0));
+    second_route_for_the_host_is_refused(&env, &fx, &route).await?;
 
     let uid = uid(&route);
     let before = fx.managed(&uid).await?;
@@ -319,6 +320,38 @@ async fn seed_route_lifecycle() -> anyhow::Result<()> {
     assert_eq!(routes_ready(&operator).await?, Some(0.0));
     env.cleanup().await;
     Ok(())
+}
+
+/// A second route for the same host name in the same consumer account is refused with
+/// `HostNameConflict` and builds nothing: both would write the one DNS record.
+async fn second_route_for_the_host_is_refused(
+    env: &TestEnv,
+    fx: &Fixture,
+    first: &PrivateLinkRoute,
+) -> anyhow::Result<()> {
+    let api: Api<PrivateLinkRoute> = env.api();
+    let mut second = PrivateLinkRoute::new("second-console", first.spec.clone());
+    second.metadata.labels = first.metadata.labels.clone();
+    let second = api.create(&Default::default(), &second).await?;
+    let message = eventually("HostNameConflict", Duration::from_secs(30), || async {
+        let route = api.get("second-console").await?;
+        let ready = route
+            .status
+            .and_then(|s| s.conditions.condition("Ready").cloned());
+        Ok(ready
+            .filter(|c| c.status == "False" && c.reason == "HostNameConflict")
+            .map(|c| c.message))
+    })
+    .await?;
+    anyhow::ensure!(message.contains(ROUTE), "no owner named: {message}");
+    let built = fx.managed(&uid(&second)).await?;
+    anyhow::ensure!(built.is_empty(), "the refused route built {built:?}");
+    api.delete("second-console", &DeleteParams::default())
+        .await?;
+    eventually("the second route gone", Duration::from_secs(30), || async {
+        Ok(api.get_opt("second-console").await?.is_none().then_some(()))
+    })
+    .await
 }
 
 /// `prodaccess_routes_ready` as the operator's `/metrics` shows it.

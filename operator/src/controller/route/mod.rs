@@ -148,9 +148,11 @@ fn names_of(route: &PrivateLinkRoute) -> RouteNames {
 
 fn resolve(route: &PrivateLinkRoute, ctx: &Context) -> Result<Resolved, Invalid> {
     let namespace = route.namespace().unwrap_or_default();
-    validate::validate(route, &namespace, |name| {
-        ctx.accounts.find(|account| account.name_any() == name)
-    })
+    let find = |name: &str| ctx.accounts.find(|account| account.name_any() == name);
+    let resolved = validate::validate(route, &namespace, find)?;
+    let id = |name: &str| find(name).and_then(|a| a.status.as_ref()?.account_id.clone());
+    validate::check_host_name(route, &ctx.routes.state(), id)?;
+    Ok(resolved)
 }
 
 async fn clients(ctx: &Context, resolved: &Resolved) -> Clients {
@@ -538,18 +540,24 @@ fn trigger_hash(route: &PrivateLinkRoute) -> Option<u64> {
 /// Routes reconciled at once.
 const ROUTE_CONCURRENCY: u16 = 4;
 
-/// Runs the route controller until the process stops.
-pub async fn run(ctx: Arc<Context>, api: Api<PrivateLinkRoute>, config: watcher::Config) {
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .modify(crate::controller::watch::slim)
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(trigger_hash, PredicateConfig::default());
-    let routes = reader.clone();
+/// Runs the route controller until the process stops, for the routes in `namespaces` (all
+/// when empty), from the shared route cache.
+pub async fn run(ctx: Arc<Context>, namespaces: Vec<String>) {
+    let in_scope = move |r: &PrivateLinkRoute| {
+        namespaces.is_empty() || r.namespace().is_some_and(|ns| namespaces.contains(&ns))
+    };
+    // Only changes worth a reconcile pass (see `trigger_hash`); the copy made for the filter
+    // lives only until the controller has taken the route's reference.
+    let triggers = ctx
+        .routes
+        .subscribe()
+        .filter(move |r| futures::future::ready(in_scope(r)))
+        .map(|r| Ok::<_, watcher::Error>(r.as_ref().clone()))
+        .predicate_filter(trigger_hash, PredicateConfig::default())
+        .filter_map(|r| futures::future::ready(r.ok().map(Arc::new)));
+    let routes = ctx.routes.clone();
     let accounts: Api<AwsAccount> = Api::all(ctx.client.clone());
-    Controller::for_stream(stream, reader)
+    Controller::for_shared_stream(triggers, ctx.routes.clone())
         // A route being built reads a dozen ELB resources per observe. Unbounded, a hundred
         // routes at once queue more reads behind the request budget than an attempt timeout
         // allows, every reconcile times out and retries, and none converges.

@@ -67,6 +67,53 @@ pub fn validate(
     })
 }
 
+/// Refuses a route whose host name an older route already serves in the same consumer
+/// account (by `AwsAccount` or by account ID; DNS names are case-insensitive): both would
+/// write the one record, each putting back its own endpoint over the other's at every drift
+/// check. The oldest route (then first by namespace and name) keeps the name.
+pub fn check_host_name(
+    route: &PrivateLinkRoute,
+    routes: &[Arc<PrivateLinkRoute>],
+    consumer_id: impl Fn(&str) -> Option<String>,
+) -> Result<(), Invalid> {
+    use kube::ResourceExt;
+    let consumer = &route.spec.consumer.account_ref;
+    let same_account = |other: &PrivateLinkRoute| {
+        let theirs = &other.spec.consumer.account_ref;
+        theirs == consumer
+            || consumer_id(theirs).is_some_and(|id| consumer_id(consumer) == Some(id))
+    };
+    let seniority = |r: &PrivateLinkRoute| {
+        let created = r.metadata.creation_timestamp.clone();
+        (created, r.namespace().unwrap_or_default(), r.name_any())
+    };
+    let owner = routes
+        .iter()
+        .filter(|other| other.uid() != route.uid())
+        .filter(|other| other.metadata.deletion_timestamp.is_none())
+        .filter(|other| {
+            other
+                .spec
+                .host_name
+                .eq_ignore_ascii_case(&route.spec.host_name)
+        })
+        .filter(|other| same_account(other))
+        .filter(|other| seniority(other) < seniority(route))
+        .min_by_key(|other| seniority(other));
+    match owner {
+        Some(owner) => invalid(
+            "HostNameConflict",
+            format!(
+                "host name {} is already served in this consumer account by route {}/{}",
+                route.spec.host_name,
+                owner.namespace().unwrap_or_default(),
+                owner.name_any()
+            ),
+        ),
+        None => Ok(()),
+    }
+}
+
 /// Resolves only the two accounts, which is all that cleanup needs: a route whose spec is
 /// otherwise invalid can still have its resources found by tag and deleted.
 pub fn accounts(
@@ -379,5 +426,52 @@ mod checks {
             spec["provider"]["sslPolicy"] = "ELBSecurityPolicy-TLS13-1-2-2021-06".into();
         });
         assert!(reason(&elb).is_ok());
+    }
+
+    #[test]
+    fn only_the_oldest_route_serves_a_host_name_in_a_consumer_account() {
+        let at = |second: i64| {
+            let time = jiff::Timestamp::from_second(second).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(time))
+        };
+        let named = |name: &str, second: i64, edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut r = route(|spec| edit(spec));
+            r.metadata.name = Some(name.into());
+            r.metadata.namespace = Some("team".into());
+            r.metadata.uid = Some(format!("uid-{name}"));
+            r.metadata.creation_timestamp = at(second);
+            Arc::new(r)
+        };
+        let routes = [
+            named("newer", 20, &|spec| {
+                spec["hostName"] = "ADMIN.prod.example.com".into()
+            }),
+            named("oldest", 10, &|_| {}),
+            named("same-id", 30, &|spec| {
+                spec["consumer"]["accountRef"] = "jump-2".into()
+            }),
+            named("other-host", 5, &|spec| {
+                spec["hostName"] = "api.prod.example.com".into()
+            }),
+        ];
+        let id = |name: &str| {
+            ["jump", "jump-2"]
+                .contains(&name)
+                .then(|| "111111111111".into())
+        };
+        let check = |name: &str| {
+            let route = routes
+                .iter()
+                .find(|r| r.metadata.name.as_deref() == Some(name))?;
+            check_host_name(route, &routes, id)
+                .err()
+                .map(|e| (e.reason, e.message))
+        };
+        assert_eq!(check("oldest"), None);
+        assert_eq!(check("other-host"), None);
+        let (reason, message) = check("newer").unwrap_or_default();
+        assert_eq!(reason, "HostNameConflict");
+        assert!(message.contains("team/oldest"), "{message}");
+        assert_eq!(check("same-id").map(|(r, _)| r), Some("HostNameConflict"));
     }
 }
