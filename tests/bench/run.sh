@@ -44,6 +44,10 @@ case "$PROFILE" in
     *) say "BENCH_PROFILE must be release or debug"; exit 2 ;;
 esac
 say "building the operator and the benchmark ($PROFILE)"
+# What is built is what the report credits, whatever is committed while the run goes on.
+BENCH_BUILD_COMMIT="$(git rev-parse HEAD 2>/dev/null || true)"
+BENCH_BUILD_UNCOMMITTED="$(git status --porcelain --untracked-files=no 2>/dev/null | wc -l)"
+export BENCH_BUILD_COMMIT BENCH_BUILD_UNCOMMITTED
 cargo build "${build[@]}" -p prodaccess-operator --bin prodaccess-operator
 cargo build "${build[@]}" -p prodaccess-e2e --bin prodaccess-bench
 BIN="$CARGO_TARGET_DIR/$PROFILE"

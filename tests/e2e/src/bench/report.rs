@@ -58,9 +58,17 @@ pub fn build(repo: &std::path::Path) -> Value {
             "debug"
         }
     });
+    // The tree as it was built (tests/bench/run.sh records it before building): commits made
+    // while a long run goes on must not be credited with its figures.
+    let built = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let commit = built("BENCH_BUILD_COMMIT").or_else(|| git(&["rev-parse", "HEAD"]));
+    let uncommitted = match built("BENCH_BUILD_UNCOMMITTED") {
+        Some(count) => count.parse().ok(),
+        None => changed.map(|c| c.lines().count()),
+    };
     json!({
-        "commit": git(&["rev-parse", "HEAD"]),
-        "uncommitted_changes": changed.map(|c| c.lines().count()),
+        "commit": commit,
+        "uncommitted_changes": uncommitted,
         "operator_binary": binary.map(|b| b.display().to_string()),
         "operator_profile": profile,
     })
