@@ -194,13 +194,14 @@ pub async fn act(
                 claim_approval(ctx, grant, &resolved.group, approval_id, *until).await?;
             }
             GrantAction::AddToGroup { send_by } => {
-                let add = iam
-                    .add_user_to_group()
-                    .user_name(user)
-                    .group_name(group)
-                    .customize()
-                    .config_override(membership_call(Some(*send_by)))
-                    .send();
+                let add = |config| {
+                    iam.add_user_to_group()
+                        .user_name(user)
+                        .group_name(group)
+                        .customize()
+                        .config_override(config)
+                        .send()
+                };
                 let failed = |class, message| ActError::AddUserToGroup {
                     user: user.into(),
                     group: group.into(),
@@ -211,14 +212,15 @@ pub async fn act(
                 ctx.shared.set_member(&account, group, user, true).await;
             }
             GrantAction::PutExpiryGuard { expiry, send_by } => {
-                let put = iam
-                    .put_user_policy()
-                    .user_name(user)
-                    .policy_name(guard_policy_name(group))
-                    .policy_document(guard_policy_document(*expiry))
-                    .customize()
-                    .config_override(membership_call(Some(*send_by)))
-                    .send();
+                let put = |config| {
+                    iam.put_user_policy()
+                        .user_name(user)
+                        .policy_name(guard_policy_name(group))
+                        .policy_document(guard_policy_document(*expiry))
+                        .customize()
+                        .config_override(config)
+                        .send()
+                };
                 let failed = |class, message| ActError::PutUserPolicy {
                     user: user.into(),
                     class,
@@ -276,23 +278,26 @@ pub async fn act(
 }
 
 /// Sends an IAM write that gives access (the add or its expiry guard). The budget is waited
-/// for first, so that the send-by check and the SDK's timeout count from when the request can
-/// really go; past `send_by` the request is not sent at all, since it could reach IAM after
-/// the revocation.
-async fn give_access<T, E>(
+/// for first; only then is the request built with its SDK config (`call` receives it), so that
+/// the send-by check and the operation timeout that ends at `send_by` count from when the
+/// request can really go. Past `send_by` it is not sent at all: it could reach IAM after the
+/// revocation.
+async fn give_access<T, E, Fut>(
     clients: &AwsClients,
     send_by: Timestamp,
-    call: impl std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    call: impl FnOnce(aws_sdk_iam::config::Builder) -> Fut,
     failed: impl Fn(ErrorClass, String) -> ActError,
 ) -> Result<T, ActError>
 where
+    Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let guarded = async {
         if let Some(message) = too_late(send_by) {
             return Err(failed(ErrorClass::Connectivity, message));
         }
-        call.await
+        call(membership_call(Some(send_by)))
+            .await
             .map_err(|err| failed(classify(&err), error_message(&err)))
     };
     clients.budgeted("iam", CallKind::Write, guarded).await
