@@ -288,6 +288,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         approval_poll_min: args.approval_poll_min,
         approval_poll_max: args.approval_poll_max.max(args.approval_poll_min),
         add_margin: args.add_margin,
+        namespaces: args.namespaces.clone(),
         ..Settings::default()
     };
     let ctx = Arc::new(Context {
@@ -305,7 +306,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         route_snapshots: Default::default(),
         revocations: Default::default(),
         grant_versions: Default::default(),
-        ready_routes: Default::default(),
     });
     if listed_at.elapsed() < LIST_STILL_CURRENT {
         // Leading at once (a restart in the same pod): the grants were just listed, which is
@@ -313,7 +313,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         crate::controller::grant::trust_listed(&ctx);
     }
     tokio::spawn(phase_gauges(ctx.clone()));
-    run_controllers(ctx, &args).await;
+    run_controllers(ctx).await;
     Ok(())
 }
 
@@ -353,15 +353,15 @@ fn watch_config(args: &RunArgs) -> watcher::Config {
     }
 }
 
-async fn run_controllers(ctx: Arc<Context>, args: &RunArgs) {
+async fn run_controllers(ctx: Arc<Context>) {
     // Every controller works from the shared caches, which the instance's label selector
-    // already scopes; grants and routes are further limited to the namespaces in scope.
-    let namespaces = &args.namespaces;
+    // already scopes; grants and routes are further limited to the namespaces in scope
+    // (`Settings::in_scope`, checked by each reconcile).
     let tasks = vec![
         tokio::spawn(controller::account::run(ctx.clone())),
         tokio::spawn(controller::group::run(ctx.clone())),
-        tokio::spawn(controller::grant::run(ctx.clone(), namespaces.clone())),
-        tokio::spawn(controller::route::run(ctx.clone(), namespaces.clone())),
+        tokio::spawn(controller::grant::run(ctx.clone())),
+        tokio::spawn(controller::route::run(ctx.clone())),
     ];
     futures::future::join_all(tasks).await;
 }
@@ -394,6 +394,7 @@ async fn phase_gauges(ctx: Arc<Context>) {
                 })
                 .set(count as i64);
         }
+        controller::route::count_ready(&ctx, None);
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
 }

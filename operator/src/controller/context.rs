@@ -33,6 +33,17 @@ pub struct Settings {
     pub add_margin: Duration,
     /// Name of this controller in Events.
     pub reporter: String,
+    /// The namespaces whose grants and routes this instance reconciles; all when empty. The
+    /// caches hold every namespace, so each reconcile checks this first.
+    pub namespaces: Vec<String>,
+}
+
+impl Settings {
+    /// Whether a namespaced object in `namespace` is this instance's to reconcile.
+    pub fn in_scope(&self, namespace: Option<&str>) -> bool {
+        self.namespaces.is_empty()
+            || namespace.is_some_and(|ns| self.namespaces.iter().any(|n| n == ns))
+    }
 }
 
 impl Default for Settings {
@@ -45,6 +56,7 @@ impl Default for Settings {
             approval_poll_max: Duration::from_secs(30),
             add_margin: crate::controller::grant::plan::ADD_MARGIN,
             reporter: "prodaccess-operator".to_string(),
+            namespaces: Vec::new(),
         }
     }
 }
@@ -74,9 +86,6 @@ pub struct Context {
     /// wrote it, by UID. A cached copy at that version is as new as anything this operator
     /// knows of, so the reconcile can skip reading the grant again.
     pub grant_versions: std::sync::Mutex<std::collections::HashMap<String, String>>,
-    /// UIDs of the routes whose last written status was Ready, for `prodaccess_routes_ready`
-    /// (one set for every route controller, whatever namespaces each serves).
-    pub ready_routes: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {
@@ -153,5 +162,24 @@ impl Context {
                 instance,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_reconciles_only_the_namespaces_in_its_scope() {
+        let all = Settings::default();
+        assert!(all.in_scope(Some("team-a")));
+        assert!(all.in_scope(None));
+        let team_a = Settings {
+            namespaces: vec!["team-a".into()],
+            ..Settings::default()
+        };
+        assert!(team_a.in_scope(Some("team-a")));
+        assert!(!team_a.in_scope(Some("team-b")));
+        assert!(!team_a.in_scope(None));
     }
 }

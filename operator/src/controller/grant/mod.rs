@@ -86,7 +86,12 @@ fn is_overdue(grant: &ProductionAccessGrant, now: Timestamp) -> bool {
 /// expiry.
 fn paused_wait(grant: &ProductionAccessGrant, now: Timestamp) -> Option<Action> {
     let ending = grant.spec.revoked || grant.metadata.deletion_timestamp.is_some();
-    if ending || is_overdue(grant, now) {
+    // The checks after a revocation (an add still in flight may land after it) run too.
+    let confirming = grant
+        .status
+        .as_ref()
+        .is_some_and(|s| plan::confirming_for(s, now).is_some());
+    if ending || confirming || is_overdue(grant, now) {
         return None;
     }
     let expiry = grant
@@ -194,6 +199,11 @@ pub async fn reconcile_isolated(
 ) -> Result<Action, Error> {
     use futures::FutureExt;
     let name = grant.name_any();
+    // Group and account changes map to grants in every namespace of the shared cache; another
+    // instance owns those outside this one's scope.
+    if !ctx.settings.in_scope(grant.metadata.namespace.as_deref()) {
+        return Ok(Action::await_change());
+    }
     std::panic::AssertUnwindSafe(reconcile(grant, ctx))
         .catch_unwind()
         .await
@@ -623,12 +633,12 @@ impl HasReadyCondition for crate::crd::AwsAccount {
 /// Grants reconciled at once.
 const GRANT_CONCURRENCY: u16 = 64;
 
-/// Runs the grant controller until the process stops, for the grants in `namespaces` (all
-/// when empty). It reconciles from the shared grant cache, which it does not copy.
-pub async fn run(ctx: Arc<Context>, namespaces: Vec<String>) {
-    let in_scope = move |g: &ProductionAccessGrant| {
-        namespaces.is_empty() || g.namespace().is_some_and(|ns| namespaces.contains(&ns))
-    };
+/// Runs the grant controller until the process stops, for the grants in the namespaces in
+/// scope. It reconciles from the shared grant cache, which it does not copy.
+pub async fn run(ctx: Arc<Context>) {
+    let scope = ctx.clone();
+    let in_scope =
+        move |g: &ProductionAccessGrant| scope.settings.in_scope(g.metadata.namespace.as_deref());
     let overdue = revoke_overdue(ctx.clone(), &in_scope).await;
     if overdue > 0 {
         tracing::info!(count = overdue, "Revoked overdue grants before starting");

@@ -492,6 +492,11 @@ fn other_active_until(
     now: Timestamp,
 ) -> Option<Timestamp> {
     let uid = grant.uid();
+    let ours = iam_group_of(ctx, &spec.access_group);
+    // Another AccessGroup for the same IAM group (refused as GroupConflict, or its owner) gives
+    // the same membership, so its grants count too.
+    let same_group =
+        |name: &str| name == spec.access_group || ours.is_some() && iam_group_of(ctx, name) == ours;
     ctx.grants
         .state()
         .iter()
@@ -500,10 +505,27 @@ fn other_active_until(
             let status = other.status.as_ref()?;
             let approved = status.approved.as_ref()?;
             let expiry = status.window.as_ref()?.expiry.0;
-            let same = approved.user == spec.user && approved.access_group == spec.access_group;
+            let same = approved.user == spec.user && same_group(&approved.access_group);
             (same && status.phase == GrantPhase::Active && expiry > now).then_some(expiry)
         })
         .max()
+}
+
+/// The IAM group an `AccessGroup` manages: its account (by ID once known) and its name, in
+/// lower case as IAM compares names.
+fn iam_group_of(ctx: &Context, access_group: &str) -> Option<(String, String)> {
+    let group = ctx
+        .groups
+        .get(&kube::runtime::reflector::ObjectRef::new(access_group))?;
+    let account_ref = &group.spec.account_ref;
+    let account = ctx
+        .accounts
+        .get(&kube::runtime::reflector::ObjectRef::<AwsAccount>::new(
+            account_ref,
+        ));
+    let id = account.and_then(|a| a.status.as_ref()?.account_id.clone());
+    let name = group.spec.group_name.to_ascii_lowercase();
+    Some((id.unwrap_or_else(|| account_ref.clone()), name))
 }
 
 #[cfg(test)]

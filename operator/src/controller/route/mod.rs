@@ -111,6 +111,11 @@ pub async fn reconcile(route: Arc<PrivateLinkRoute>, ctx: Arc<Context>) -> Resul
     let labels = crate::metrics::KindLabels {
         kind: "PrivateLinkRoute",
     };
+    // Account changes map to routes in every namespace of the shared cache; another instance
+    // owns those outside this one's scope.
+    if !ctx.settings.in_scope(route.metadata.namespace.as_deref()) {
+        return Ok(Action::await_change());
+    }
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     if is_paused(&route) && route.metadata.deletion_timestamp.is_none() {
         write_status(&ctx, &route, &status::paused(&route, Timestamp::now())).await?;
@@ -317,21 +322,28 @@ async fn report(
         .await;
     }
     write_status(ctx, route, new_status).await?;
-    count_ready(ctx, route, ready);
+    count_ready(ctx, Some((route, ready)));
     Ok(())
 }
 
-/// Keeps `prodaccess_routes_ready` at the number of routes whose last written status is Ready.
-fn count_ready(ctx: &Context, route: &PrivateLinkRoute, ready: bool) {
-    let uid = route.uid().unwrap_or_default();
-    if let Ok(mut routes) = ctx.ready_routes.lock() {
-        if ready {
-            routes.insert(uid);
-        } else {
-            routes.remove(&uid);
-        }
-        ctx.metrics.routes_ready.set(routes.len() as i64);
-    }
+/// Sets `prodaccess_routes_ready` from the route cache, with `route` as just written (the cache
+/// has not seen that write yet). Counting from the cache every time, and again every few
+/// seconds (`cli::phase_gauges`), the gauge mends itself whatever happened in between.
+pub fn count_ready(ctx: &Context, route: Option<(&PrivateLinkRoute, bool)>) {
+    let written = route.and_then(|(r, _)| r.uid());
+    let counted = |r: &PrivateLinkRoute| {
+        r.uid() != written
+            && r.metadata.deletion_timestamp.is_none()
+            && ctx.settings.in_scope(r.metadata.namespace.as_deref())
+            && r.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.is_true(status::READY))
+    };
+    let others = ctx.routes.state().iter().filter(|r| counted(r)).count();
+    let this = route.is_some_and(|(_, ready)| ready);
+    ctx.metrics
+        .routes_ready
+        .set((others + usize::from(this)) as i64);
 }
 
 /// Ready reasons of a route on its way to Ready: AWS is building or a change is being applied.
@@ -358,7 +370,8 @@ async fn report_invalid(
     let new_status = status::invalid(route, invalid, Timestamp::now());
     report(ctx, route, &new_status, &Outcome::default()).await?;
     let retry = match invalid.reason {
-        "AccountNotReady" => Duration::from_secs(30),
+        // Both end without a change to this route: another object becomes ready or goes.
+        "AccountNotReady" | "HostNameConflict" => Duration::from_secs(30),
         _ => validate::drift_check(route, ctx.settings.route_resync),
     };
     Ok(Action::requeue(retry))
@@ -388,7 +401,7 @@ async fn write_status(
 
 /// Deletes everything the route owns, in reverse order; `Retain` keeps it all.
 async fn cleanup(route: Arc<PrivateLinkRoute>, ctx: Arc<Context>) -> Result<Action, Error> {
-    count_ready(&ctx, &route, false);
+    count_ready(&ctx, Some((&route, false)));
     if route.spec.deletion_policy == DeletionPolicy::Retain {
         let note = "deletion policy Retain: AWS resources left in place".to_string();
         ctx.event(
@@ -540,12 +553,12 @@ fn trigger_hash(route: &PrivateLinkRoute) -> Option<u64> {
 /// Routes reconciled at once.
 const ROUTE_CONCURRENCY: u16 = 4;
 
-/// Runs the route controller until the process stops, for the routes in `namespaces` (all
-/// when empty), from the shared route cache.
-pub async fn run(ctx: Arc<Context>, namespaces: Vec<String>) {
-    let in_scope = move |r: &PrivateLinkRoute| {
-        namespaces.is_empty() || r.namespace().is_some_and(|ns| namespaces.contains(&ns))
-    };
+/// Runs the route controller until the process stops, for the routes in the namespaces in
+/// scope, from the shared route cache.
+pub async fn run(ctx: Arc<Context>) {
+    let scope = ctx.clone();
+    let in_scope =
+        move |r: &PrivateLinkRoute| scope.settings.in_scope(r.metadata.namespace.as_deref());
     // Only changes worth a reconcile pass (see `trigger_hash`); the copy made for the filter
     // lives only until the controller has taken the route's reference.
     let triggers = ctx

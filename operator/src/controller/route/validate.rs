@@ -67,10 +67,11 @@ pub fn validate(
     })
 }
 
-/// Refuses a route whose host name an older route already serves in the same consumer
-/// account (by `AwsAccount` or by account ID; DNS names are case-insensitive): both would
-/// write the one record, each putting back its own endpoint over the other's at every drift
-/// check. The oldest route (then first by namespace and name) keeps the name.
+/// Refuses a route whose host name an older route already serves in the same consumer VPC of
+/// the same account (by `AwsAccount` or by account ID; DNS names are case-insensitive): both
+/// would write the one record that VPC resolves, each putting back its own endpoint over the
+/// other's at every drift check. The oldest route (then first by namespace and name) keeps the
+/// name, whatever its state.
 pub fn check_host_name(
     route: &PrivateLinkRoute,
     routes: &[Arc<PrivateLinkRoute>],
@@ -98,14 +99,16 @@ pub fn check_host_name(
                 .eq_ignore_ascii_case(&route.spec.host_name)
         })
         .filter(|other| same_account(other))
+        .filter(|other| other.spec.consumer.vpc_id == route.spec.consumer.vpc_id)
         .filter(|other| seniority(other) < seniority(route))
         .min_by_key(|other| seniority(other));
     match owner {
         Some(owner) => invalid(
             "HostNameConflict",
             format!(
-                "host name {} is already served in this consumer account by route {}/{}",
+                "host name {} is already served in consumer VPC {} by route {}/{}",
                 route.spec.host_name,
+                route.spec.consumer.vpc_id,
                 owner.namespace().unwrap_or_default(),
                 owner.name_any()
             ),
@@ -453,6 +456,9 @@ mod checks {
             named("other-host", 5, &|spec| {
                 spec["hostName"] = "api.prod.example.com".into()
             }),
+            named("other-vpc", 40, &|spec| {
+                spec["consumer"]["vpcId"] = "vpc-0f0f0f0f".into()
+            }),
         ];
         let id = |name: &str| {
             ["jump", "jump-2"]
@@ -469,6 +475,7 @@ mod checks {
         };
         assert_eq!(check("oldest"), None);
         assert_eq!(check("other-host"), None);
+        assert_eq!(check("other-vpc"), None);
         let (reason, message) = check("newer").unwrap_or_default();
         assert_eq!(reason, "HostNameConflict");
         assert!(message.contains("team/oldest"), "{message}");
