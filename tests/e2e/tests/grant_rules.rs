@@ -555,11 +555,20 @@ async fn overdue_grant_is_revoked_at_start_up_after_an_outage() -> anyhow::Resul
         took < Duration::from_secs(15),
         "revoked {took:?} after the operator started"
     );
-    let log = std::fs::read_to_string(&operator.log)?;
-    ensure!(
-        log.contains("Revoked overdue grants before starting"),
-        "the overdue grant was not revoked at start-up"
-    );
+    // The line comes once every start-up revocation has finished, just after the status
+    // write this test has already seen.
+    eventually(
+        "the start-up revocation logged",
+        Duration::from_secs(10),
+        || async {
+            let log = std::fs::read_to_string(&operator.log)?;
+            Ok(log
+                .contains("Revoked overdue grants before starting")
+                .then_some(()))
+        },
+    )
+    .await
+    .context("the overdue grant was not revoked at start-up")?;
     let foreign = api.get("foreign").await?;
     ensure!(
         foreign.status.as_ref().map(|s| s.phase) == Some(GrantPhase::Active)
