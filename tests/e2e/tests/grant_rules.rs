@@ -453,6 +453,44 @@ async fn second_group_for_one_iam_group_is_refused_with_group_conflict() -> anyh
     world.teardown(&env).await
 }
 
+/// An instance scoped to other namespaces (`--namespaces`) never touches a grant outside them,
+/// not even when the grant's group changes and every grant of the group is re-evaluated: the
+/// caches hold every namespace, and another instance owns this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_leaves_grants_outside_its_namespaces_alone() -> anyhow::Result<()> {
+    let env = TestEnv::new("ns-scope").await?;
+    let world = World::create(&env).await?;
+    let elsewhere = format!("{}-elsewhere", env.namespace);
+    let mut operator = Operator::start(&env, "operator", &["--namespaces", &elsewhere])?;
+    operator.wait_ready().await?;
+    world.apply_default_admin(&env, false).await?;
+    let cr = world.approved_change_request().await?;
+    env.apply_value(&mut world.grant_manifest("alice-console", "alice", "5m", Some(&cr)))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A change of the group's spec re-evaluates every grant that uses it.
+    let groups: Api<prodaccess::crd::AccessGroup> = Api::all(env.client.clone());
+    let longer = json!({"spec": {"maxDuration": "2h"}});
+    groups
+        .patch(
+            &world.group,
+            &PatchParams::default(),
+            &Patch::Merge(&longer),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let api: Api<ProductionAccessGrant> = env.api();
+    let grant = api.get("alice-console").await?;
+    ensure!(
+        grant.status.is_none() && grant.metadata.finalizers.is_none(),
+        "an instance scoped to {elsewhere} reconciled it: {:?}",
+        grant.status.map(|s| s.phase)
+    );
+    ensure!(world.members().await?.is_empty(), "alice was added");
+    drop(operator);
+    world.teardown(&env).await
+}
+
 /// A session policy edited by hand (here widened to every SSM action) is put back within one
 /// resync, with a Warning Event on the group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
