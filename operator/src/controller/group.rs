@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::aws::{classify, error_message, AwsClients, ErrorClass};
 use crate::controller::grant::retry_after;
+use crate::controller::peers;
 use crate::controller::Context;
 use crate::crd::{
     parse_duration, partition_of_region, set_condition, AccessGroup, AccessGroupStatus, AwsAccount,
@@ -374,32 +375,16 @@ fn managed_by_another(
     groups: &[Arc<AccessGroup>],
     accounts: &[Arc<AwsAccount>],
 ) -> Option<String> {
-    let account_id = |name: &str| {
-        accounts
-            .iter()
-            .find(|a| a.name_any() == name)
-            .and_then(|a| a.status.as_ref()?.account_id.clone())
-    };
-    let same_account = |other: &AccessGroup| {
-        other.spec.account_ref == group.spec.account_ref
-            || account_id(&other.spec.account_ref)
-                .is_some_and(|id| account_id(&group.spec.account_ref) == Some(id))
-    };
-    let seniority = |g: &AccessGroup| (g.metadata.creation_timestamp.clone(), g.name_any());
-    groups
-        .iter()
-        .filter(|other| other.name_any() != group.name_any())
-        .filter(|other| other.metadata.deletion_timestamp.is_none())
-        .filter(|other| {
-            other
-                .spec
-                .group_name
-                .eq_ignore_ascii_case(&group.spec.group_name)
-        })
-        .filter(|other| same_account(other))
-        .filter(|other| seniority(other) < seniority(group))
-        .min_by_key(|other| seniority(other))
-        .map(|other| other.name_any())
+    let ours = iam_group(group, accounts);
+    let owner = peers::older_claimant(group, groups, |other| iam_group(other, accounts) == ours);
+    owner.map(|other| other.name_any())
+}
+
+/// The IAM group an `AccessGroup` manages: its account (see [`peers::account_key`]) and its
+/// name in lower case, as IAM compares names.
+pub fn iam_group(group: &AccessGroup, accounts: &[Arc<AwsAccount>]) -> (String, String) {
+    let account = peers::account_key(&group.spec.account_ref, accounts);
+    (account, group.spec.group_name.to_ascii_lowercase())
 }
 
 async fn converge(

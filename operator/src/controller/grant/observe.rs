@@ -511,21 +511,15 @@ fn other_active_until(
         .max()
 }
 
-/// The IAM group an `AccessGroup` manages: its account (by ID once known) and its name, in
-/// lower case as IAM compares names.
+/// The IAM group an `AccessGroup` (by name) manages, if it exists.
 fn iam_group_of(ctx: &Context, access_group: &str) -> Option<(String, String)> {
     let group = ctx
         .groups
         .get(&kube::runtime::reflector::ObjectRef::new(access_group))?;
-    let account_ref = &group.spec.account_ref;
-    let account = ctx
-        .accounts
-        .get(&kube::runtime::reflector::ObjectRef::<AwsAccount>::new(
-            account_ref,
-        ));
-    let id = account.and_then(|a| a.status.as_ref()?.account_id.clone());
-    let name = group.spec.group_name.to_ascii_lowercase();
-    Some((id.unwrap_or_else(|| account_ref.clone()), name))
+    Some(crate::controller::group::iam_group(
+        &group,
+        &ctx.accounts.state(),
+    ))
 }
 
 #[cfg(test)]

@@ -155,8 +155,7 @@ fn resolve(route: &PrivateLinkRoute, ctx: &Context) -> Result<Resolved, Invalid>
     let namespace = route.namespace().unwrap_or_default();
     let find = |name: &str| ctx.accounts.find(|account| account.name_any() == name);
     let resolved = validate::validate(route, &namespace, find)?;
-    let id = |name: &str| find(name).and_then(|a| a.status.as_ref()?.account_id.clone());
-    validate::check_host_name(route, &ctx.routes.state(), id)?;
+    validate::check_host_name(route, &ctx.routes.state(), &ctx.accounts.state())?;
     Ok(resolved)
 }
 

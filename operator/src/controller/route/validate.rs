@@ -75,33 +75,21 @@ pub fn validate(
 pub fn check_host_name(
     route: &PrivateLinkRoute,
     routes: &[Arc<PrivateLinkRoute>],
-    consumer_id: impl Fn(&str) -> Option<String>,
+    accounts: &[Arc<AwsAccount>],
 ) -> Result<(), Invalid> {
     use kube::ResourceExt;
-    let consumer = &route.spec.consumer.account_ref;
-    let same_account = |other: &PrivateLinkRoute| {
-        let theirs = &other.spec.consumer.account_ref;
-        theirs == consumer
-            || consumer_id(theirs).is_some_and(|id| consumer_id(consumer) == Some(id))
+    let account = |r: &PrivateLinkRoute| {
+        crate::controller::peers::account_key(&r.spec.consumer.account_ref, accounts)
     };
-    let seniority = |r: &PrivateLinkRoute| {
-        let created = r.metadata.creation_timestamp.clone();
-        (created, r.namespace().unwrap_or_default(), r.name_any())
-    };
-    let owner = routes
-        .iter()
-        .filter(|other| other.uid() != route.uid())
-        .filter(|other| other.metadata.deletion_timestamp.is_none())
-        .filter(|other| {
-            other
-                .spec
-                .host_name
-                .eq_ignore_ascii_case(&route.spec.host_name)
-        })
-        .filter(|other| same_account(other))
-        .filter(|other| other.spec.consumer.vpc_id == route.spec.consumer.vpc_id)
-        .filter(|other| seniority(other) < seniority(route))
-        .min_by_key(|other| seniority(other));
+    let ours = account(route);
+    let owner = crate::controller::peers::older_claimant(route, routes, |other| {
+        other
+            .spec
+            .host_name
+            .eq_ignore_ascii_case(&route.spec.host_name)
+            && other.spec.consumer.vpc_id == route.spec.consumer.vpc_id
+            && account(other) == ours
+    });
     match owner {
         Some(owner) => invalid(
             "HostNameConflict",
@@ -460,16 +448,15 @@ mod checks {
                 spec["consumer"]["vpcId"] = "vpc-0f0f0f0f".into()
             }),
         ];
-        let id = |name: &str| {
-            ["jump", "jump-2"]
-                .contains(&name)
-                .then(|| "111111111111".into())
-        };
+        let accounts = [
+            account("jump", "111111111111"),
+            account("jump-2", "111111111111"),
+        ];
         let check = |name: &str| {
             let route = routes
                 .iter()
                 .find(|r| r.metadata.name.as_deref() == Some(name))?;
-            check_host_name(route, &routes, id)
+            check_host_name(route, &routes, &accounts)
                 .err()
                 .map(|e| (e.reason, e.message))
         };
