@@ -6,6 +6,7 @@ use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,6 +87,41 @@ pub struct Context {
     /// wrote it, by UID. A cached copy at that version is as new as anything this operator
     /// knows of, so the reconcile can skip reading the grant again.
     pub grant_versions: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Grants the group controller saw short of the membership they give: reconciled at once
+    /// instead of at their next resync, so a member removed by hand is back within one read.
+    pub grant_nudges: Nudges<ProductionAccessGrant>,
+}
+
+/// Requests to reconcile particular objects now, from one controller to another.
+pub struct Nudges<K: Resource<DynamicType = ()>> {
+    tx: tokio::sync::mpsc::UnboundedSender<ObjectRef<K>>,
+    rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ObjectRef<K>>>>,
+}
+
+impl<K: Resource<DynamicType = ()>> Default for Nudges<K> {
+    fn default() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx: std::sync::Mutex::new(Some(rx)),
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Nudges<K> {
+    /// Asks for `obj` to be reconciled now. Nobody listening (the controller is not running
+    /// yet, or no longer) only means the object waits for its own requeue.
+    pub fn send(&self, obj: ObjectRef<K>) {
+        let _ = self.tx.send(obj);
+    }
+
+    /// The requests, for the one controller that acts on them; `None` once taken.
+    pub fn take(&self) -> Option<impl futures::Stream<Item = ObjectRef<K>> + Send + use<K>> {
+        let rx = self.rx.lock().ok()?.take()?;
+        Some(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|obj| (obj, rx))
+        }))
+    }
 }
 
 impl Context {

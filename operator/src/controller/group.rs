@@ -20,7 +20,7 @@ use crate::controller::peers;
 use crate::controller::Context;
 use crate::crd::{
     parse_duration, partition_of_region, set_condition, AccessGroup, AccessGroupStatus, AwsAccount,
-    ConditionExt, ConditionStatus as Cs, GrantPhase, SessionPolicy,
+    ConditionExt, ConditionStatus as Cs, GrantPhase, ProductionAccessGrant, SessionPolicy,
 };
 
 /// IAM's limit on the inline policies of one group, in characters without whitespace.
@@ -266,10 +266,22 @@ async fn observe(
     }))
 }
 
-/// Users the grants say should be members right now.
-fn granted_users(ctx: &Context, group: &str, now: Timestamp) -> (BTreeSet<String>, Vec<String>) {
-    let mut users = BTreeSet::new();
-    let mut grants = Vec::new();
+/// The grants live in a group right now, as their status says.
+struct Granted {
+    /// Users who should be members.
+    users: BTreeSet<String>,
+    /// `namespace/name` of each live grant, sorted, for the group's status.
+    names: Vec<String>,
+    /// Each live grant with its user.
+    grants: Vec<(String, ObjectRef<ProductionAccessGrant>)>,
+}
+
+fn granted_users(ctx: &Context, group: &str, now: Timestamp) -> Granted {
+    let mut granted = Granted {
+        users: BTreeSet::new(),
+        names: Vec::new(),
+        grants: Vec::new(),
+    };
     for grant in ctx.grants.state() {
         let Some(status) = grant.status.as_ref() else {
             continue;
@@ -283,16 +295,18 @@ fn granted_users(ctx: &Context, group: &str, now: Timestamp) -> (BTreeSet<String
                 .as_ref()
                 .is_some_and(|w| w.start.0 <= now && now < w.expiry.0);
         if live && approved.access_group == group {
-            users.insert(approved.user.clone());
-            grants.push(format!(
+            granted.users.insert(approved.user.clone());
+            granted.names.push(format!(
                 "{}/{}",
                 grant.namespace().unwrap_or_default(),
                 grant.name_any()
             ));
+            let grant_ref = ObjectRef::from_obj(grant.as_ref());
+            granted.grants.push((approved.user.clone(), grant_ref));
         }
     }
-    grants.sort();
-    (users, grants)
+    granted.names.sort();
+    granted
 }
 
 pub async fn reconcile(group: Arc<AccessGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -467,7 +481,19 @@ async fn converge(
             ctx.event(group, type_, reason, "Reconcile", note).await;
         }
     }
-    let (granted, active) = granted_users(ctx, name_of(group), now);
+    let Granted {
+        users: granted,
+        names: active,
+        grants,
+    } = granted_users(ctx, name_of(group), now);
+    // A live grant whose user this fresh read misses lost its member outside the operator:
+    // its reconcile restores it now rather than at its own next resync, up to a resync later.
+    for (user, grant) in grants {
+        if !observed.members.contains(&user) {
+            tracing::info!(group = %name, %user, grant = %grant, "Member missing; nudging grant");
+            ctx.grant_nudges.send(grant);
+        }
+    }
     let mut members = observed.members.clone();
     if group.spec.exclusive {
         let strays: Vec<String> = members

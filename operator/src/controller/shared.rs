@@ -4,10 +4,12 @@
 //! - Group membership: one `GetGroup` per IAM group per period answers the group's own
 //!   reconcile and every grant of that group. The group controller reads it fresh at each of
 //!   its resyncs; grants take that read while it is less than one and a half periods old, so
-//!   they read only when the group's reconcile is late. The operator's own membership changes
-//!   update it in place, so a grant never waits for the next read to see its effect. Only
-//!   reads made under the entry's lock fill it: a read made elsewhere could predate a change
-//!   recorded meanwhile and undo it.
+//!   they read only when the group's reconcile is late. A read that misses a live grant's
+//!   member reconciles that grant at once (`Context::grant_nudges`), so a member removed by
+//!   hand is restored within one period, not up to two and a half. The operator's own
+//!   membership changes update it in place, so a grant never waits for the next read to see
+//!   its effect. Only reads made under the entry's lock fill it: a read made elsewhere could
+//!   predate a change recorded meanwhile and undo it.
 //! - Withdrawn approvals: one `DescribeAutomationExecutions` per account per period, filtered to
 //!   the statuses that withdraw an approval, tells every active grant whether its approval
 //!   still stands. Nothing is withdrawn in the usual case, so the answer is empty and cheap.

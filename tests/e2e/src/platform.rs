@@ -31,9 +31,12 @@ impl Platform {
     }
 
     fn discover() -> crate::Result<Platform> {
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .canonicalize()?;
+        // Cargo sets the variable again when it runs the test, and that is the clone being
+        // tested: test binaries built in another clone that shares the target directory
+        // carry that clone's path in the compile-time value.
+        let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        let repo = PathBuf::from(manifest_dir).join("../..").canonicalize()?;
         if std::env::var("PRODACCESS_USE_EXISTING").as_deref() == Ok("1") {
             let kubeconfig = std::env::var("KUBECONFIG").context("KUBECONFIG is not set")?;
             let endpoint = std::env::var("PRODACCESS_AWS_ENDPOINT")

@@ -390,8 +390,12 @@ async fn member_removed_by_hand_is_added_back_within_one_resync() -> anyhow::Res
     })
     .await?;
     let took = removed.elapsed();
+    eprintln!("member added back {took:?} after its removal");
+    // The group's next read (at most one resync away) finds the member missing and nudges the
+    // grant, which adds it back: 5.1 to 6.3 s here. Before the nudge the grant could act on a
+    // membership read one and a half resyncs old, and took up to 10.2 s in CI.
     ensure!(
-        took < Duration::from_secs(7),
+        took < Duration::from_secs(8),
         "added back after {took:?}, more than one resync"
     );
     session(&world).await?;

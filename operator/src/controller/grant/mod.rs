@@ -662,6 +662,8 @@ pub async fn run(ctx: Arc<Context>) {
         .grants
         .subscribe()
         .filter(move |g| futures::future::ready(in_scope(g)));
+    // Grants the group controller found missing their member (see `group::reconcile`).
+    let nudges = futures::stream::iter(ctx.grant_nudges.take()).flatten();
     Controller::for_shared_stream(grants, (*ctx.grants).clone())
         // Each reconcile talks to the API server (status, Events) over its own connection
         // while it runs; unbounded, 10,000 grants at once exhausted the API server's file
@@ -687,6 +689,7 @@ pub async fn run(ctx: Arc<Context>) {
                 &account.name_any(),
             )
         })
+        .reconcile_on(nudges)
         .shutdown_on_signal()
         .run(reconcile_isolated, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
