@@ -22,7 +22,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::crd::{
-    parse_duration, AccessGroup, GrantPhase, PrivateLinkRoute, ProductionAccessGrant, GROUP,
+    parse_duration, AccessGroup, AwsAccount, GrantPhase, PrivateLinkRoute, ProductionAccessGrant,
+    GROUP,
 };
 use error::{classify, Action, Class, PluginError, Scope};
 use request::{Progress, Request, Step};
@@ -274,8 +275,19 @@ impl Cluster {
             remote: args.remote_port,
             local: args.local_port,
         };
-        self.print_active(&active, group.as_ref(), ports);
+        let region = match &group {
+            Some(group) => self.account_region(&group.spec.account_ref).await,
+            None => None,
+        };
+        self.print_active(&active, group.as_ref(), region.as_deref(), ports);
         Ok(())
+    }
+
+    /// The region of an `AwsAccount`, for the session command. Reading accounts is an admin's
+    /// right that a requester may lack; the command then leaves the region to their profile.
+    async fn account_region(&self, name: &str) -> Option<String> {
+        let api: Api<AwsAccount> = Api::all(self.client.clone());
+        api.get(name).await.ok().map(|account| account.spec.region)
     }
 
     /// The access group, for its session policy; `None` when the user may not read it. A
@@ -341,6 +353,7 @@ impl Cluster {
         &self,
         grant: &ProductionAccessGrant,
         group: Option<&AccessGroup>,
+        region: Option<&str>,
         ports: Ports,
     ) {
         let status = grant.status.clone().unwrap_or_default();
@@ -360,7 +373,8 @@ impl Cluster {
                 grant.spec.user
             )),
         }
-        let instructions = session::instructions(group.map(|g| &g.spec.session_policy), ports);
+        let instructions =
+            session::instructions(group.map(|g| &g.spec.session_policy), region, ports);
         for line in instructions.lines(ports) {
             say(line);
         }

@@ -38,7 +38,13 @@ pub struct Instructions {
 
 /// The instructions for a group with this session policy; `None` when the group could not be
 /// read (the user may lack permission to read access groups), which gives placeholders.
-pub fn instructions(policy: Option<&SessionPolicy>, ports: Ports) -> Instructions {
+/// `region` is the jump account's, when the user may read its `AwsAccount`: the session must
+/// be started there, whatever the user's CLI profile defaults to.
+pub fn instructions(
+    policy: Option<&SessionPolicy>,
+    region: Option<&str>,
+    ports: Ports,
+) -> Instructions {
     let hosts = policy
         .map(|p| p.jump_host_instance_ids.clone())
         .unwrap_or_default();
@@ -55,11 +61,14 @@ pub fn instructions(policy: Option<&SessionPolicy>, ports: Ports) -> Instruction
             port_forwarding.or(p.documents.first()).cloned()
         })
         .unwrap_or_else(|| PORT_FORWARDING_DOCUMENT.to_string());
-    let session_command = format!(
+    let mut session_command = format!(
         "aws ssm start-session --target {target} --document-name {document} \
          --parameters portNumber={},localPortNumber={}",
         ports.remote, ports.local
     );
+    if let Some(region) = region {
+        session_command.push_str(&format!(" --region {region}"));
+    }
     // Without the group, assume the safe default: MFA required.
     let mfa = policy.is_none_or(|p| p.require_mfa);
     let mfa_command = mfa.then(|| {
@@ -137,7 +146,7 @@ mod tests {
 
     #[test]
     fn prints_the_articles_exact_command_and_the_mfa_step() {
-        let out = instructions(Some(&article_policy()), Ports::default());
+        let out = instructions(Some(&article_policy()), None, Ports::default());
         assert_eq!(
             out.session_command,
             "aws ssm start-session --target i-0123456789abcdef0 --document-name \
@@ -153,12 +162,27 @@ mod tests {
     }
 
     #[test]
+    fn the_jump_accounts_region_is_named_when_known() {
+        let out = instructions(
+            Some(&article_policy()),
+            Some("ap-northeast-1"),
+            Ports::default(),
+        );
+        assert!(
+            out.session_command
+                .ends_with("localPortNumber=11111 --region ap-northeast-1"),
+            "{}",
+            out.session_command
+        );
+    }
+
+    #[test]
     fn no_mfa_step_when_the_group_does_not_require_it() {
         let policy = SessionPolicy {
             require_mfa: false,
             ..article_policy()
         };
-        let out = instructions(Some(&policy), Ports::default());
+        let out = instructions(Some(&policy), None, Ports::default());
         assert_eq!(out.mfa_command, None);
         assert!(!out.lines(Ports::default()).join("\n").contains("MFA"));
     }
@@ -176,7 +200,7 @@ mod tests {
             remote: 3389,
             local: 13389,
         };
-        let out = instructions(Some(&policy), ports);
+        let out = instructions(Some(&policy), None, ports);
         assert!(out
             .session_command
             .contains("--target i-0000000000000000a "));
@@ -186,7 +210,7 @@ mod tests {
 
     #[test]
     fn placeholders_and_a_note_when_the_jump_host_is_unknown() {
-        let out = instructions(None, Ports::default());
+        let out = instructions(None, None, Ports::default());
         assert!(out
             .session_command
             .contains("--target <jump host instance id> "));
@@ -198,7 +222,7 @@ mod tests {
         tagged
             .jump_host_tags
             .insert("role".into(), "jump-host".into());
-        let out = instructions(Some(&tagged), Ports::default());
+        let out = instructions(Some(&tagged), None, Ports::default());
         assert_eq!(
             out.note.as_deref(),
             Some("jump hosts are the instances tagged role=jump-host")

@@ -32,12 +32,16 @@ pub fn render(header: &[&str], rows: &[Row]) -> String {
     out
 }
 
-/// A span of time as people read it: `45s`, `12m`, `1h05m`, `2d3h`.
+/// A span of time as people read it: `45s`, `119s`, `4m30s`, `12m`, `1h05m`, `2d3h`. Like
+/// kubectl's ages, short spans keep their seconds: a two-minute grant that has just started
+/// has `119s` left, which `1m` would misstate by half.
 pub fn human(seconds: i64) -> String {
     let s = seconds.max(0);
     match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
+        0..=119 => format!("{s}s"),
+        120..=599 if s % 60 == 0 => format!("{}m", s / 60),
+        120..=599 => format!("{}m{}s", s / 60, s % 60),
+        600..=3599 => format!("{}m", s / 60),
         3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
         _ => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
     }
@@ -184,6 +188,10 @@ mod tests {
         assert_eq!(time_left(&expired, now), "-");
         assert_eq!(human(-5), "0s");
         assert_eq!(human(59), "59s");
+        assert_eq!(human(119), "119s");
+        assert_eq!(human(270), "4m30s");
+        assert_eq!(human(300), "5m");
+        assert_eq!(human(719), "11m");
         assert_eq!(human(90_000), "1d1h");
     }
 

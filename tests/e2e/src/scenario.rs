@@ -95,11 +95,12 @@ pub async fn grant_lifecycle(
     );
 
     fx.approve(&fx.carol, &change_request).await?;
-    say("carol approved the change request (SendAutomationSignal Approve).");
+    let approved_at = std::time::Instant::now();
     let active = grant_where(&api, "Active", Duration::from_secs(30), |g| {
         phase(g) == GrantPhase::Active
     })
     .await?;
+    let seen_after = approved_at.elapsed().as_secs_f64();
     let status = active.status.clone().unwrap_or_default();
     ensure!(
         status.approved_by.as_deref() == Some(fx.carol.arn.as_str()),
@@ -119,8 +120,11 @@ pub async fn grant_lifecycle(
         .as_ref()
         .map(|w| w.expiry.0)
         .unwrap_or(Timestamp::now());
+    // Told once the operator has acted on it, so the table shows the grant Active, not the
+    // AwaitingApproval it still showed the moment carol approved.
     say(&format!(
-        "The grant is Active until {expiry}; alice is in {GROUP}.\n    \
+        "carol approved the change request (SendAutomationSignal Approve); {seen_after:.1}s \
+         later the grant is Active until {expiry} and alice is in {GROUP}.\n    \
          Starting session with SessionId: {session}\n    \
          Port 11111 opened for sessionId {session}."
     ));

@@ -204,7 +204,7 @@ async fn cli_request_flow() -> anyhow::Result<()> {
     ensure!(stderr.trim().is_empty(), "stderr: {stderr}");
     let command = format!(
         "aws ssm start-session --target {} --document-name AWS-StartPortForwardingSession \
-         --parameters portNumber=3389,localPortNumber=11111",
+         --parameters portNumber=3389,localPortNumber=11111 --region ap-northeast-1",
         fx.jump_host
     );
     let at = |needle: &str| lines.iter().position(|l| l.contains(needle));

@@ -12,8 +12,9 @@ use super::facts::{
     ApprovalFacts, ApprovalRecord, ApprovalState, Eligibility, GrantFacts, GroupTerms, UserFacts,
 };
 use crate::crd::{
-    parse_duration, set_condition, ApprovalMode, ApprovedTerms, ConditionStatus as Cs, GrantPhase,
-    GrantWindow, ProductionAccessGrantSpec, ProductionAccessGrantStatus,
+    parse_duration, set_condition, ApprovalMode, ApprovedTerms, ConditionExt,
+    ConditionStatus as Cs, GrantPhase, GrantWindow, ProductionAccessGrantSpec,
+    ProductionAccessGrantStatus,
 };
 
 /// A change in AWS the reconcile must make.
@@ -669,14 +670,17 @@ impl<'a> Planner<'a> {
             self.audit = Some(Audit::Revoked);
         }
         self.status.phase = phase;
-        let approved = self.status.approved_at.is_some() && phase != GrantPhase::Denied;
-        let approved_reason = if approved { "Approved" } else { reason };
-        self.condition(
-            "Approved",
-            Cs::from_bool(approved),
-            approved_reason,
-            &message,
-        );
+        let approved = self.status.approved_at.is_some()
+            && phase != GrantPhase::Denied
+            && reason != "ApprovalWithdrawn";
+        if !approved {
+            self.condition("Approved", Cs::False, reason, &message);
+        } else if !self.status.conditions.as_slice().is_true("Approved") {
+            let msg = "The approval was accepted before the grant ended.";
+            self.condition("Approved", Cs::True, "Approved", msg);
+        }
+        // Otherwise Approved keeps the message of the approval it records; what ended the
+        // grant is for Granted and Ready to say.
         self.condition("Granted", Cs::False, reason, &message);
         // A finished grant is healthy and done, so Ready is True for Expired and Revoked.
         let ready = phase != GrantPhase::Denied;

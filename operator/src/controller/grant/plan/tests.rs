@@ -209,6 +209,19 @@ fn expiry_revokes_terminates_sessions_and_removes_guard() {
     assert_eq!(plan.revoke_lag, Some(1.0));
     assert_eq!(plan.audit, Some(Audit::Revoked));
     assert_eq!(reason(&plan, "Ready"), "Expired");
+    let approved = |plan: &GrantPlan| {
+        let found = plan
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Approved");
+        found.map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    assert_eq!(
+        approved(&plan),
+        approved(&active),
+        "Approved still tells of the approval, not of the expiry"
+    );
     // Looked at again shortly, in case a membership request sent earlier lands late.
     assert_eq!(plan.requeue, Some(CONFIRM_EVERY));
 }
@@ -251,6 +264,7 @@ fn withdrawn_approval_revokes_an_active_grant() {
     let plan = run(&spec(), &active.status, &f);
     assert_eq!(plan.status.phase, GrantPhase::Revoked);
     assert_eq!(reason(&plan, "Granted"), "ApprovalWithdrawn");
+    assert_eq!(reason(&plan, "Approved"), "ApprovalWithdrawn");
     assert!(plan.actions.contains(&GrantAction::RemoveFromGroup));
 }
 
