@@ -307,6 +307,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         revocations: Default::default(),
         grant_versions: Default::default(),
         grant_nudges: Default::default(),
+        group_passes: Default::default(),
     });
     if listed_at.elapsed() < LIST_STILL_CURRENT {
         // Leading at once (a restart in the same pod): the grants were just listed, which is

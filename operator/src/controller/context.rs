@@ -90,6 +90,9 @@ pub struct Context {
     /// Grants the group controller saw short of the membership they give: reconciled at once
     /// instead of at their next resync, so a member removed by hand is back within one read.
     pub grant_nudges: Nudges<ProductionAccessGrant>,
+    /// When each `AccessGroup` (by UID) last had a full pass that read AWS, and what it read
+    /// it for; between those, a grant's phase change only refreshes the group's member list.
+    pub group_passes: std::sync::Mutex<std::collections::HashMap<String, super::group::FullPass>>,
 }
 
 /// Requests to reconcile particular objects now, from one controller to another.

@@ -2,17 +2,17 @@
 //! state, reports members and active grants, and in exclusive groups removes members that no
 //! active grant accounts for.
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::ResourceExt;
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::aws::{classify, error_message, AwsClients, ErrorClass};
 use crate::controller::grant::retry_after;
@@ -309,6 +309,82 @@ fn granted_users(ctx: &Context, group: &str, now: Timestamp) -> Granted {
     granted
 }
 
+/// What a group's last full pass (the one that reads AWS and corrects it) was made for.
+#[derive(Debug)]
+pub struct FullPass {
+    at: Instant,
+    generation: Option<i64>,
+    account_version: Option<String>,
+}
+
+/// The account's version, so that any change to the account makes the next pass a full one.
+fn account_version(account: Option<&Arc<AwsAccount>>) -> Option<String> {
+    account.and_then(|a| a.metadata.resource_version.clone())
+}
+
+/// Between full passes, a grant's phase change (see [`active_changes`]) only brings the
+/// group's member list and active grants up to date, from the shared membership read (which
+/// holds the operator's own changes since) and the grant cache, without an AWS call: `MEMBERS`
+/// follows grants at once instead of a resync later. `None` when a full pass is due: the
+/// resync period is up, the spec or the account changed, or the group is not Ready.
+async fn refresh_members(
+    ctx: &Context,
+    group: &AccessGroup,
+    account: Option<&Arc<AwsAccount>>,
+) -> Result<Option<Action>, Error> {
+    let uid = group.metadata.uid.clone().unwrap_or_default();
+    let since = match ctx.group_passes.lock() {
+        Ok(passes) => passes.get(&uid).and_then(|pass| {
+            let same = pass.generation == group.metadata.generation
+                && pass.account_version == account_version(account);
+            same.then(|| pass.at.elapsed())
+        }),
+        Err(_) => None,
+    };
+    // Within a second of the full pass, it might as well be the full pass.
+    let left = since.and_then(|since| ctx.settings.grant_resync.checked_sub(since));
+    let Some(left) = left.filter(|left| *left > Duration::from_secs(1)) else {
+        return Ok(None);
+    };
+    let Some(mut status) = group.status.clone() else {
+        return Ok(None);
+    };
+    if status.observed_generation != group.metadata.generation
+        || !status.conditions.as_slice().is_true("Ready")
+    {
+        return Ok(None);
+    }
+    let account_name = &group.spec.account_ref;
+    let cached = ctx
+        .shared
+        .cached_members(account_name, &group.spec.group_name)
+        .await;
+    let Some((_, members)) = cached else {
+        return Ok(None);
+    };
+    let granted = granted_users(ctx, name_of(group), Timestamp::now());
+    status.member_count = members.len() as i64;
+    status.members = members.into_iter().collect();
+    status.active_grants = granted.names;
+    write_status(ctx, group, status).await?;
+    Ok(Some(Action::requeue(left)))
+}
+
+/// Records a full pass of `group`, and forgets passes of groups long gone.
+fn record_full_pass(ctx: &Context, group: &AccessGroup, account_version: Option<String>) {
+    let Ok(mut passes) = ctx.group_passes.lock() else {
+        return;
+    };
+    let stale = ctx.settings.grant_resync * 10;
+    passes.retain(|_, pass| pass.at.elapsed() < stale);
+    let pass = FullPass {
+        at: Instant::now(),
+        generation: group.metadata.generation,
+        account_version,
+    };
+    passes.insert(group.metadata.uid.clone().unwrap_or_default(), pass);
+}
+
 pub async fn reconcile(group: Arc<AccessGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let labels = crate::metrics::KindLabels {
         kind: "AccessGroup",
@@ -321,6 +397,10 @@ pub async fn reconcile(group: Arc<AccessGroup>, ctx: Arc<Context>) -> Result<Act
     let account = ctx
         .accounts
         .get(&ObjectRef::<AwsAccount>::new(&group.spec.account_ref));
+    if let Some(action) = refresh_members(&ctx, &group, account.as_ref()).await? {
+        return Ok(action);
+    }
+    let version = account_version(account.as_ref());
     let ready_account = account.filter(|a| {
         a.status
             .as_ref()
@@ -339,6 +419,7 @@ pub async fn reconcile(group: Arc<AccessGroup>, ctx: Arc<Context>) -> Result<Act
             now,
         );
     };
+    let mut converged = false;
     match (&ready_account, durations) {
         (None, _) => {
             let msg = format!(
@@ -372,11 +453,17 @@ pub async fn reconcile(group: Arc<AccessGroup>, ctx: Arc<Context>) -> Result<Act
                     not_ready(&mut status, "GroupConflict", msg);
                 }
                 (None, Err((reason, message))) => not_ready(&mut status, reason, message),
-                (None, Ok(())) => converge(&ctx, &group, account, &mut status, now).await?,
+                (None, Ok(())) => {
+                    converge(&ctx, &group, account, &mut status, now).await?;
+                    converged = true;
+                }
             }
         }
     }
     write_status(&ctx, &group, status).await?;
+    if converged {
+        record_full_pass(&ctx, &group, version);
+    }
     Ok(Action::requeue(ctx.settings.grant_resync))
 }
 
@@ -607,12 +694,11 @@ fn error_policy(group: Arc<AccessGroup>, err: &Error, ctx: Arc<Context>) -> Acti
 /// Runs the controller until the process stops, from the shared cache (already scoped by the
 /// instance's label selector).
 pub async fn run(ctx: Arc<Context>) {
-    let accounts: Api<AwsAccount> = Api::all(ctx.client.clone());
     let store = ctx.groups.clone();
     Controller::for_shared_stream(ctx.groups.subscribe(), store.clone())
         // Bounded like the other controllers, so that many groups cannot flood the API server.
         .with_config(kube::runtime::controller::Config::default().concurrency(16))
-        .watches(accounts, watcher::Config::default(), move |account| {
+        .watches_stream(ctx.accounts.subscribe_owned(), move |account| {
             let name = account.name_any();
             store
                 .state()
@@ -621,10 +707,33 @@ pub async fn run(ctx: Arc<Context>) {
                 .map(|g| ObjectRef::from_obj(g.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .reconcile_on(active_changes(ctx.grants.subscribe()))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// The group of every grant that becomes Active or stops being Active, so that the group's
+/// member list follows (see [`refresh_members`]). Remembers only the grants Active now.
+fn active_changes(
+    grants: impl Stream<Item = Arc<ProductionAccessGrant>> + Send + 'static,
+) -> impl Stream<Item = ObjectRef<AccessGroup>> + Send + 'static {
+    let mut active = HashSet::new();
+    grants.filter_map(move |grant| {
+        let uid = grant.metadata.uid.clone().unwrap_or_default();
+        let is_active = grant
+            .status
+            .as_ref()
+            .is_some_and(|s| s.phase == GrantPhase::Active);
+        let changed = if is_active {
+            active.insert(uid)
+        } else {
+            active.remove(&uid)
+        };
+        let group = ObjectRef::new(&grant.spec.access_group);
+        futures::future::ready(changed.then_some(group))
+    })
 }
 
 #[cfg(test)]

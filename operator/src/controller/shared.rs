@@ -86,6 +86,16 @@ impl<T: Clone> Cache<T> {
         Ok(value)
     }
 
+    /// The cached value and its age, without reading.
+    async fn peek(&self, key: &str) -> Option<(Duration, T)> {
+        let slot = self.slot(key);
+        let entry = slot.lock().await;
+        entry
+            .value
+            .as_ref()
+            .map(|(at, value)| (at.elapsed(), value.clone()))
+    }
+
     async fn update(&self, key: &str, change: impl FnOnce(&mut T)) {
         let slot = self.slot(key);
         let mut entry = slot.lock().await;
@@ -163,6 +173,17 @@ impl SharedObservations {
         self.groups
             .get_or_refresh(&key, Duration::ZERO, || read_group(clients, group))
             .await
+    }
+
+    /// The members of `group` as last read, with the operator's own changes since, and the
+    /// read's age; reads nothing. `None` before the first read or if the group did not exist.
+    pub async fn cached_members(
+        &self,
+        account: &str,
+        group: &str,
+    ) -> Option<(Duration, BTreeSet<String>)> {
+        let (age, read) = self.groups.peek(&group_key(account, group)).await?;
+        read.map(|g| (age, g.members))
     }
 
     /// Records a membership change the operator itself made.

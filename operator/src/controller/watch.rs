@@ -65,6 +65,10 @@ where
                                 send(&feed, &cached);
                             }
                         }
+                        // Gone from the cache already; handed out so that what follows it
+                        // (grants following their group) learns of the deletion. A controller
+                        // of this kind finds nothing to reconcile and drops it.
+                        Ok(watcher::Event::Delete(obj)) => send(&feed, &Arc::new(obj)),
                         // A (re)list replaces the cache only when complete; then every object
                         // may have changed while the watch was away, so all are handed out.
                         Ok(watcher::Event::InitDone) => {
@@ -84,9 +88,9 @@ where
         }
     }
 
-    /// Every object in the cache now, then every change after: the trigger of a controller
-    /// that reconciles this kind from this cache. Never blocks the watch: a controller that
-    /// falls behind queues references to cached objects, not copies.
+    /// Every object in the cache now, then every change and deletion after: the trigger of a
+    /// controller that reconciles this kind from this cache. Never blocks the watch: a
+    /// controller that falls behind queues references to cached objects, not copies.
     pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         let (tx, rx) = mpsc::unbounded();
         if let Ok(mut subscribers) = self.subscribers.lock() {
@@ -98,6 +102,24 @@ where
             let _ = tx.unbounded_send(obj);
         }
         rx
+    }
+}
+
+impl<K> Cached<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    /// [`Cached::subscribe`] as owned objects, the form `watches_stream` and `predicate_filter`
+    /// take: the trigger of a controller that reconciles another kind when one of these
+    /// changes. Each change arrives once this cache holds it, so a reconcile it starts finds
+    /// the change in the cache; a separate watch could deliver it before the cache has it, and
+    /// the reconcile would act on the old object until its next resync. Copies each object, so
+    /// it is for the small admin-owned kinds.
+    pub fn subscribe_owned(&self) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+    where
+        K: Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    {
+        self.subscribe().map(|obj| Ok(obj.as_ref().clone()))
     }
 }
 

@@ -666,3 +666,51 @@ async fn automation_approval_grants_end_to_end() -> anyhow::Result<()> {
     access_ended(&world, &session).await?;
     world.teardown(&env).await
 }
+
+/// An `AccessGroup`'s member list follows its grants at once, not at its next resync: with the
+/// resync at 60 s, alice shows in `status.members` within 3 s of her grant going Active and is
+/// gone within 3 s of its revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_member_list_follows_grants_at_once() -> anyhow::Result<()> {
+    let env = TestEnv::new("member-list").await?;
+    let world = World::create(&env).await?;
+    let mut operator = Operator::start(&env, "operator", &["--grant-resync", "60s"])?;
+    operator.wait_ready().await?;
+    world.apply_default_admin(&env, false).await?;
+    world.wait_group_ready(&env).await?;
+    let cr = world.approved_change_request().await?;
+    env.apply_value(&mut world.grant_manifest("alice-console", "alice", "5m", Some(&cr)))
+        .await?;
+    wait_phase(&env, "alice-console", GrantPhase::Active, WAIT).await?;
+    let groups: Api<prodaccess::crd::AccessGroup> = Api::all(env.client.clone());
+    let listed = |want: Vec<String>| {
+        let groups = groups.clone();
+        let name = world.group.clone();
+        async move {
+            let group = groups.get(&name).await?;
+            let members = group.status.map(|s| s.members).unwrap_or_default();
+            Ok((members == want).then_some(()))
+        }
+    };
+    eventually("alice listed", Duration::from_secs(3), || {
+        listed(vec!["alice".to_string()])
+    })
+    .await?;
+    let api: Api<ProductionAccessGrant> = env.api();
+    let revoke = json!({"spec": {"revoked": true}});
+    api.patch(
+        "alice-console",
+        &PatchParams::default(),
+        &Patch::Merge(&revoke),
+    )
+    .await?;
+    wait_phase(&env, "alice-console", GrantPhase::Revoked, WAIT).await?;
+    eventually("alice no longer listed", Duration::from_secs(3), || {
+        listed(Vec::new())
+    })
+    .await?;
+    // The operator is still running: teardown needs it to release the grant's finalizer.
+    world.teardown(&env).await?;
+    drop(operator);
+    Ok(())
+}

@@ -20,7 +20,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
-use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
+use kube::runtime::{PredicateConfig, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
 use std::sync::Arc;
@@ -643,20 +643,18 @@ pub async fn run(ctx: Arc<Context>) {
     if overdue > 0 {
         tracing::info!(count = overdue, "Revoked overdue grants before starting");
     }
-    let groups: Api<crate::crd::AccessGroup> = Api::all(ctx.client.clone());
-    let accounts: Api<crate::crd::AwsAccount> = Api::all(ctx.client.clone());
     let store = ctx.grants.clone();
     let (grant_store, group_store) = (ctx.grants.clone(), ctx.groups.clone());
     // Only changes that can change a grant's eligibility reach the grants: a group's status
     // also lists its members, which every grant and revocation changes, and re-evaluating
     // every grant of the group on each of those would swamp the controller.
-    let groups = watcher(groups, watcher::Config::default())
-        .default_backoff()
-        .touched_objects()
+    let groups = ctx
+        .groups
+        .subscribe_owned()
         .predicate_filter(eligibility_terms, PredicateConfig::default());
-    let accounts = watcher(accounts, watcher::Config::default())
-        .default_backoff()
-        .touched_objects()
+    let accounts = ctx
+        .accounts
+        .subscribe_owned()
         .predicate_filter(eligibility_terms, PredicateConfig::default());
     let grants = ctx
         .grants

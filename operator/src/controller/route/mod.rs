@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use crate::aws::ErrorClass;
 use crate::controller::Context;
 use crate::crd::{
-    AwsAccount, ConditionExt, DeletionPolicy, PrivateLinkRoute, PrivateLinkRouteStatus, FINALIZER,
+    ConditionExt, DeletionPolicy, PrivateLinkRoute, PrivateLinkRouteStatus, FINALIZER,
     PAUSED_ANNOTATION,
 };
 use act::{Executor, Outcome, Refs};
@@ -568,13 +568,12 @@ pub async fn run(ctx: Arc<Context>) {
         .predicate_filter(trigger_hash, PredicateConfig::default())
         .filter_map(|r| futures::future::ready(r.ok().map(Arc::new)));
     let routes = ctx.routes.clone();
-    let accounts: Api<AwsAccount> = Api::all(ctx.client.clone());
     Controller::for_shared_stream(triggers, ctx.routes.clone())
         // A route being built reads a dozen ELB resources per observe. Unbounded, a hundred
         // routes at once queue more reads behind the request budget than an attempt timeout
         // allows, every reconcile times out and retries, and none converges.
         .with_config(kube::runtime::controller::Config::default().concurrency(ROUTE_CONCURRENCY))
-        .watches(accounts, watcher::Config::default(), move |account| {
+        .watches_stream(ctx.accounts.subscribe_owned(), move |account| {
             // An account that becomes ready (or changes) re-checks the routes that use it.
             let name = account.name_any();
             let uses = |r: &PrivateLinkRoute| {
