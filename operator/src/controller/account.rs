@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::aws::{classify, error_message, ErrorClass};
 use crate::controller::grant::retry_after;
-use crate::controller::Context;
+use crate::controller::{in_use, Context};
 use crate::crd::{
     arn_partition, partition_of_region, set_condition, AwsAccount, AwsAccountSpec,
     AwsAccountStatus, ConditionStatus as Cs,
@@ -21,6 +21,12 @@ use crate::crd::{
 pub enum Error {
     #[error("failed to write the status of account {name}")]
     WriteStatus {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to update the finalizer of account {name}")]
+    Finalizer {
         name: String,
         #[source]
         source: kube::Error,
@@ -94,6 +100,17 @@ pub fn plan_status(
 pub async fn reconcile(account: Arc<AwsAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
     let labels = crate::metrics::KindLabels { kind: "AwsAccount" };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let api: Api<AwsAccount> = Api::all(ctx.client.clone());
+    let finalizer_failed = |source| Error::Finalizer {
+        name: account.name_any(),
+        source,
+    };
+    if account.metadata.deletion_timestamp.is_some() {
+        return release(&ctx, &api, &account).await;
+    }
+    in_use::set_finalizer(&api, account.as_ref(), true)
+        .await
+        .map_err(finalizer_failed)?;
     if let Err((reason, message)) = check_spec(&account.spec) {
         let status = invalid_status(&account, reason, message, Timestamp::now());
         write_status(&ctx, &account, &status).await?;
@@ -114,6 +131,72 @@ pub async fn reconcile(account: Arc<AwsAccount>, ctx: Arc<Context>) -> Result<Ac
         return Ok(retry_after(ErrorClass::Auth));
     }
     Ok(Action::requeue(ctx.settings.account_resync))
+}
+
+/// What still names the account: its groups and routes, as `kind name` for people.
+pub fn users_of(ctx: &Context, account: &str) -> Vec<String> {
+    let groups = ctx.groups.state();
+    let groups = groups
+        .iter()
+        .filter(|g| g.spec.account_ref == account)
+        .map(|g| format!("AccessGroup {}", g.name_any()));
+    let routes = ctx.routes.state();
+    let routes = routes
+        .iter()
+        .filter(|r| {
+            r.spec.provider.account_ref == account || r.spec.consumer.account_ref == account
+        })
+        .map(|r| {
+            let namespace = r.namespace().unwrap_or_default();
+            format!("PrivateLinkRoute {namespace}/{}", r.name_any())
+        });
+    let mut users: Vec<String> = groups.chain(routes).collect();
+    users.sort();
+    users
+}
+
+/// A deleted account stays while a group or route names it, since revoking a group's grants and
+/// tearing a route down need its role. It is not Ready meanwhile, so nothing new is granted or
+/// built through it, and its grants are revoked; its Ready condition says what it waits for.
+async fn release(
+    ctx: &Context,
+    api: &Api<AwsAccount>,
+    account: &AwsAccount,
+) -> Result<Action, Error> {
+    if !in_use::held(account) {
+        return Ok(Action::await_change());
+    }
+    let name = account.name_any();
+    let users = users_of(ctx, &name);
+    if users.is_empty() {
+        in_use::set_finalizer(api, account, false)
+            .await
+            .map_err(|source| Error::Finalizer { name, source })?;
+        return Ok(Action::await_change());
+    }
+    let shown = users.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    let more = users.len().saturating_sub(5);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    let message = format!("Being deleted; waits until nothing uses it: {shown}{more}.");
+    // Keeps the account ID: the groups' conflict checks key on it.
+    let mut status = account.status.clone().unwrap_or_default();
+    let generation = account.metadata.generation;
+    let now = Timestamp::now();
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        Cs::False,
+        "InUse",
+        message,
+        generation,
+        now,
+    );
+    write_status(ctx, account, &status).await?;
+    Ok(Action::requeue(std::time::Duration::from_secs(5)))
 }
 
 /// Status of an account whose spec cannot work: not Ready, with the reason.
@@ -167,6 +250,7 @@ fn error_policy(account: Arc<AwsAccount>, err: &Error, ctx: Arc<Context>) -> Act
     };
     ctx.metrics.reconcile_errors.get_or_create(&labels).inc();
     tracing::warn!(account = %account.name_any(), error = %err, "Reconcile failed");
+    // Both errors are the API server's; a conflict is the usual one.
     retry_after(ErrorClass::Conflict)
 }
 

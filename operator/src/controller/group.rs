@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::aws::{classify, error_message, AwsClients, ErrorClass};
 use crate::controller::grant::retry_after;
-use crate::controller::peers;
 use crate::controller::Context;
+use crate::controller::{in_use, peers};
 use crate::crd::{
     parse_duration, partition_of_region, set_condition, AccessGroup, AccessGroupStatus, AwsAccount,
     ConditionExt, ConditionStatus as Cs, GrantPhase, ProductionAccessGrant, SessionPolicy,
@@ -65,6 +65,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("failed to update the finalizer of access group {name}")]
+    Finalizer {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 impl Error {
@@ -75,7 +81,7 @@ impl Error {
             | Self::GetGroupPolicy { class, .. }
             | Self::PutGroupPolicy { class, .. }
             | Self::RemoveUserFromGroup { class, .. } => *class,
-            Self::WriteStatus { .. } => ErrorClass::Conflict,
+            Self::WriteStatus { .. } | Self::Finalizer { .. } => ErrorClass::Conflict,
         }
     }
 }
@@ -390,6 +396,17 @@ pub async fn reconcile(group: Arc<AccessGroup>, ctx: Arc<Context>) -> Result<Act
         kind: "AccessGroup",
     };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let api: Api<AccessGroup> = Api::all(ctx.client.clone());
+    let finalizer_failed = |source| Error::Finalizer {
+        name: group.name_any(),
+        source,
+    };
+    if group.metadata.deletion_timestamp.is_some() {
+        return release(&ctx, &api, &group).await.map_err(finalizer_failed);
+    }
+    in_use::set_finalizer(&api, group.as_ref(), true)
+        .await
+        .map_err(finalizer_failed)?;
     let now = Timestamp::now();
     let generation = group.metadata.generation;
     let mut status = group.status.clone().unwrap_or_default();
@@ -465,6 +482,35 @@ pub async fn reconcile(group: Arc<AccessGroup>, ctx: Arc<Context>) -> Result<Act
         record_full_pass(&ctx, &group, version);
     }
     Ok(Action::requeue(ctx.settings.grant_resync))
+}
+
+/// A deleted group stays while a grant may hold access through it: those grants see the group
+/// being deleted and are revoked (nudged here so that it happens at once), then it goes.
+async fn release(
+    ctx: &Context,
+    api: &Api<AccessGroup>,
+    group: &AccessGroup,
+) -> Result<Action, kube::Error> {
+    if !in_use::held(group) {
+        return Ok(Action::await_change());
+    }
+    let name = group.name_any();
+    let holding: Vec<_> = ctx
+        .grants
+        .state()
+        .into_iter()
+        .filter(|g| g.spec.access_group == name && in_use::holds_access(g))
+        .collect();
+    if holding.is_empty() {
+        in_use::set_finalizer(api, group, false).await?;
+        return Ok(Action::await_change());
+    }
+    tracing::info!(group = %name, grants = holding.len(),
+        "Deleted group waits for its grants to be revoked");
+    for grant in &holding {
+        ctx.grant_nudges.send(ObjectRef::from_obj(grant.as_ref()));
+    }
+    Ok(Action::requeue(Duration::from_secs(2)))
 }
 
 /// The older `AccessGroup` that manages the same IAM group as `group` (IAM group names are

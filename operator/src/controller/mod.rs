@@ -9,6 +9,7 @@ pub mod account;
 pub mod context;
 pub mod grant;
 pub mod group;
+pub mod in_use;
 pub mod peers;
 pub mod route;
 pub mod shared;

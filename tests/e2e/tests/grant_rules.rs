@@ -714,3 +714,66 @@ async fn group_member_list_follows_grants_at_once() -> anyhow::Result<()> {
     drop(operator);
     Ok(())
 }
+
+/// Deleting the `AccessGroup` of an active grant revokes the grant before the group goes:
+/// alice leaves the IAM group and her session ends, then the group is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_group_of_an_active_grant_revokes_it_first() -> anyhow::Result<()> {
+    let (env, world, _operator) = start("delete-group").await?;
+    world.apply_default_admin(&env, false).await?;
+    let session = active_with_session(&env, &world).await?;
+    let groups: Api<prodaccess::crd::AccessGroup> = Api::all(env.client.clone());
+    groups
+        .delete(&world.group, &DeleteParams::default())
+        .await?;
+    let revoked = wait_phase(&env, "alice-console", GrantPhase::Revoked, WAIT).await?;
+    ensure!(
+        condition(&revoked, "Granted").is_some_and(|c| c.reason == "GroupDeleted"),
+        "message: {}",
+        message(&revoked)
+    );
+    access_ended(&world, &session).await?;
+    eventually("the group gone", Duration::from_secs(15), || async {
+        Ok(groups.get_opt(&world.group).await?.is_none().then_some(()))
+    })
+    .await?;
+    world.teardown(&env).await
+}
+
+/// Deleting the `AwsAccount` of an active grant revokes the grant, and the account waits,
+/// `Ready=False` with reason `InUse`, until no group names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_account_of_an_active_grant_revokes_it_and_waits() -> anyhow::Result<()> {
+    let (env, world, _operator) = start("delete-account").await?;
+    world.apply_default_admin(&env, false).await?;
+    let session = active_with_session(&env, &world).await?;
+    let accounts: Api<prodaccess::crd::AwsAccount> = Api::all(env.client.clone());
+    accounts
+        .delete(&world.account, &DeleteParams::default())
+        .await?;
+    wait_phase(&env, "alice-console", GrantPhase::Revoked, WAIT).await?;
+    access_ended(&world, &session).await?;
+    eventually("the account InUse", Duration::from_secs(15), || async {
+        let account = accounts.get(&world.account).await?;
+        let in_use = account.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "InUse")
+        });
+        Ok(in_use.then_some(()))
+    })
+    .await?;
+    let groups: Api<prodaccess::crd::AccessGroup> = Api::all(env.client.clone());
+    groups
+        .delete(&world.group, &DeleteParams::default())
+        .await?;
+    eventually("the account gone", Duration::from_secs(20), || async {
+        Ok(accounts
+            .get_opt(&world.account)
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    world.teardown(&env).await
+}

@@ -62,14 +62,23 @@ pub struct Resolved {
     pub terms: GroupTerms,
 }
 
+/// Why a grant may not use its group: the reason, and the group and account with their
+/// clients when both exist, so that access already given can still be taken away.
+pub struct Refused {
+    pub eligibility: Eligibility,
+    pub located: Option<Resolved>,
+}
+
 /// Resolves the grant's group and account and checks that the grant may use them.
 pub async fn resolve(
     ctx: &Context,
     grant: &ProductionAccessGrant,
     spec: &ProductionAccessGrantSpec,
-) -> Result<Resolved, Eligibility> {
-    let namespace = grant.namespace().unwrap_or_default();
-    let ineligible = |reason, message: String| Eligibility::Ineligible { reason, message };
+) -> Result<Resolved, Refused> {
+    let ineligible = |reason, message: String| Refused {
+        eligibility: Eligibility::Ineligible { reason, message },
+        located: None,
+    };
     let group_key = kube::runtime::reflector::ObjectRef::<AccessGroup>::new(&spec.access_group);
     let Some(group) = ctx.groups.get(&group_key) else {
         let msg = format!("AccessGroup {:?} does not exist.", spec.access_group);
@@ -84,6 +93,63 @@ pub async fn resolve(
         );
         return Err(ineligible("AccountNotFound", msg));
     };
+    match check_use(grant, spec, &group, &account) {
+        Ok(terms) => {
+            let clients = ctx.aws.for_account(&account.spec, "grant").await;
+            Ok(Resolved {
+                group,
+                account,
+                clients,
+                terms,
+            })
+        }
+        Err(eligibility) => {
+            // Revoking needs only the IAM group's name and the account's clients: a grant that
+            // gave access is revoked whatever made it ineligible (its namespace no longer
+            // allowed, the account not Ready, the group invalid or being deleted).
+            let terms = GroupTerms {
+                group_name: group.spec.group_name.clone(),
+                account_id: account.status.as_ref().and_then(|s| s.account_id.clone()),
+                max_duration: std::time::Duration::ZERO,
+                default_duration: std::time::Duration::ZERO,
+                mode: group.spec.approval.mode,
+                change_templates: Vec::new(),
+                automation_documents: Vec::new(),
+            };
+            let clients = ctx.aws.for_account(&account.spec, "grant").await;
+            let located = Resolved {
+                group,
+                account,
+                clients,
+                terms,
+            };
+            Err(Refused {
+                eligibility,
+                located: Some(located),
+            })
+        }
+    }
+}
+
+/// Whether the grant may use this group and account, and on what terms.
+// The error is the planner's own input type; this runs once per reconcile, so its size is fine.
+#[allow(clippy::result_large_err)]
+fn check_use(
+    grant: &ProductionAccessGrant,
+    spec: &ProductionAccessGrantSpec,
+    group: &AccessGroup,
+    account: &AwsAccount,
+) -> Result<GroupTerms, Eligibility> {
+    let namespace = grant.namespace().unwrap_or_default();
+    let ineligible = |reason, message: String| Eligibility::Ineligible { reason, message };
+    if group.metadata.deletion_timestamp.is_some() {
+        let msg = format!("AccessGroup {:?} is being deleted.", spec.access_group);
+        return Err(ineligible("GroupDeleted", msg));
+    }
+    if account.metadata.deletion_timestamp.is_some() {
+        let msg = format!("AwsAccount {:?} is being deleted.", group.spec.account_ref);
+        return Err(ineligible("AccountDeleted", msg));
+    }
     if !group.allows_namespace(&namespace) || !account.allows_namespace(&namespace) {
         let msg = format!(
             "Namespace {namespace:?} may not use AccessGroup {:?} (both the group and its \
@@ -103,14 +169,7 @@ pub async fn resolve(
         let msg = format!("AccessGroup {:?} is not Ready.", spec.access_group);
         return Err(ineligible("GroupNotReady", msg));
     }
-    let terms = group_terms(&group, &account)?;
-    let clients = ctx.aws.for_account(&account.spec, "grant").await;
-    Ok(Resolved {
-        group,
-        account,
-        clients,
-        terms,
-    })
+    group_terms(group, account)
 }
 
 // The error is the planner's own input type; this runs once per reconcile, so its size is fine.
@@ -168,13 +227,14 @@ pub async fn observe(
     }
     let resolved = match resolve(ctx, grant, spec).await {
         Ok(resolved) => resolved,
-        Err(ineligible) => {
-            facts.eligibility = ineligible;
-            // An ineligible grant that was active still needs its membership known to revoke.
+        Err(refused) => {
+            facts.eligibility = refused.eligibility;
+            // An ineligible grant that was active is revoked without reading (removal is
+            // idempotent), with the clients of the account it was given in.
             if status.phase == GrantPhase::Active {
                 facts.member = true;
             }
-            return Ok((facts, None));
+            return Ok((facts, refused.located));
         }
     };
     facts.eligibility = Eligibility::Eligible(resolved.terms.clone());
@@ -444,8 +504,14 @@ async fn confirm(
     spec: &ProductionAccessGrantSpec,
     mut facts: GrantFacts,
 ) -> Result<(GrantFacts, Option<Resolved>), ObserveError> {
-    let Ok(resolved) = resolve(ctx, grant, spec).await else {
-        return Ok((facts, None));
+    // Confirming a revocation needs only where it was made, eligible or not.
+    let resolved = match resolve(ctx, grant, spec).await {
+        Ok(resolved) => resolved,
+        Err(Refused {
+            located: Some(located),
+            ..
+        }) => located,
+        Err(_) => return Ok((facts, None)),
     };
     let group = &resolved.terms.group_name;
     facts.member = is_member(&resolved.clients, &spec.user, group).await?;
