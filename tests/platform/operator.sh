@@ -11,7 +11,16 @@ cargo build -q -p prodaccess-operator --bins
 bin="${CARGO_TARGET_DIR:-target}/debug"
 echo "[operator] $bin/prodaccess-operator run (the plugin is $bin/kubectl-prodaccess)"
 # The same fixed test credentials and region as the end-to-end tests and the demo.
+# Metrics and health on loopback, on a free port (the binary's default, 0.0.0.0:8080, is for
+# pods), unless the arguments say otherwise.
+. "$repo/tests/platform/lib.sh"
+listen=()
+case " $* " in
+    *" --metrics-addr"*) ;;
+    *) listen=(--metrics-addr "127.0.0.1:$(free_port)") ;;
+esac
+echo "[operator] metrics and health on ${listen[1]:-the address given}"
 exec env AWS_ENDPOINT_URL="$PRODACCESS_AWS_ENDPOINT" \
     AWS_ACCESS_KEY_ID=AKIAPRODACCESSTEST01 AWS_SECRET_ACCESS_KEY=prodaccess-bootstrap-secret \
     AWS_REGION=ap-northeast-1 AWS_EC2_METADATA_DISABLED=true \
-    "$bin/prodaccess-operator" run --leader-election=false "$@"
+    "$bin/prodaccess-operator" run --leader-election=false "${listen[@]}" "$@"

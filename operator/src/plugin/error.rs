@@ -125,6 +125,11 @@ pub enum PluginError {
         message: String,
     },
     #[error(
+        "grant {name} failed: {message} (it stays in place and goes on once this is fixed; \
+         kubectl prodaccess status, or delete it)"
+    )]
+    Failed { name: String, message: String },
+    #[error(
         "grant {name} is still {phase} after {waited}; it stays in place \
          (kubectl prodaccess status, or kubectl prodaccess revoke {name})"
     )]

@@ -379,7 +379,8 @@ impl Cluster {
             say(line);
         }
         say(format!(
-            "End access early with: kubectl prodaccess revoke {name}"
+            "End access early with: kubectl prodaccess revoke {name} -n {}",
+            grant.metadata.namespace.as_deref().unwrap_or("default")
         ));
     }
 
@@ -420,6 +421,16 @@ impl Cluster {
                     .await)
             }
         };
+        let phase = grant.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        if phase.is_terminal() {
+            // Marked revoked all the same, so that re-applying the manifest cannot grant again.
+            say(format!(
+                "Grant {} had already ended ({}); nothing more to revoke.",
+                args.name,
+                phase.as_str()
+            ));
+            return Ok(());
+        }
         say(format!(
             "Revoked grant {}: the operator removes {} from {} and ends their sessions.",
             args.name, grant.spec.user, grant.spec.access_group

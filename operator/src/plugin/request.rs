@@ -129,6 +129,11 @@ impl Progress {
         self.last = Some(seen);
         match status.phase {
             GrantPhase::Active => Step::Active,
+            // Failed waits for an edit by a person; waiting here would only hide why.
+            GrantPhase::Failed => Step::Ended(PluginError::Failed {
+                name,
+                message: status.message.unwrap_or_default(),
+            }),
             phase if phase.is_terminal() => Step::Ended(PluginError::Ended {
                 name,
                 phase: phase.as_str(),
@@ -283,6 +288,23 @@ mod tests {
                 name: "g1".into(),
                 phase: "Denied",
                 message: "rejected by carol".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_failed_grant_ends_the_wait_with_its_reason() {
+        let mut progress = Progress::default();
+        let failed = at(
+            GrantPhase::Failed,
+            "Namespace \"default\" may not use it.",
+            None,
+        );
+        assert_eq!(
+            progress.observe(&failed),
+            Step::Ended(PluginError::Failed {
+                name: "g1".into(),
+                message: "Namespace \"default\" may not use it.".into()
             })
         );
     }
