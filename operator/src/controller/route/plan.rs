@@ -58,7 +58,7 @@ impl Plan {
 /// Plans the apply half: what to create or correct, in order.
 pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     if let Some(problem) = preflight(desired, observed) {
-        let hops = hop_states(observed, &[], Some(&problem));
+        let hops = hop_states(desired, observed, &[], Some(&problem));
         return Plan {
             actions: Vec::new(),
             problem: Some(problem),
@@ -72,7 +72,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     plan_endpoint_service(desired, observed, &mut actions);
     plan_endpoint(desired, observed, &mut actions);
     plan_dns(desired, observed, &mut actions);
-    let hops = hop_states(observed, &actions, None);
+    let hops = hop_states(desired, observed, &actions, None);
     Plan {
         actions,
         problem: None,
@@ -528,6 +528,7 @@ fn join<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
 
 /// Each hop's condition, from what exists, what is still to do, and a blocking problem.
 fn hop_states(
+    desired: &Desired,
     observed: &Observed,
     actions: &[RouteAction],
     problem: Option<&Problem>,
@@ -547,7 +548,7 @@ fn hop_states(
                 let message = format!("applied, not yet confirmed: {}", pending.join("; "));
                 return not_ready(hop, "Reconciling", message);
             }
-            match waiting(hop, observed) {
+            match waiting(hop, desired, observed) {
                 Some((reason, message)) => not_ready(hop, reason, message),
                 None if problem.is_some() => {
                     not_ready(hop, "Blocked", "another hop has a problem".into())
@@ -572,19 +573,29 @@ fn not_ready(hop: Hop, reason: &str, message: String) -> HopState {
     }
 }
 
-/// States AWS is still moving through, per hop.
-fn waiting(hop: Hop, observed: &Observed) -> Option<(&'static str, String)> {
+/// States AWS is still moving through, per hop, and instances the spec names that are not
+/// there: the rest of the path is built, but it does not serve them.
+fn waiting(hop: Hop, desired: &Desired, observed: &Observed) -> Option<(&'static str, String)> {
     match hop {
-        Hop::Targets => observed.instance_target_group.as_ref().and_then(|g| {
-            let missing: Vec<&str> = g
+        Hop::Targets => {
+            let gone: Vec<&str> = desired
+                .spec
+                .provider
                 .targets
+                .instance_ids
                 .iter()
-                .filter(|t| t.health == "unused")
-                .map(|t| t.id.as_str())
+                .filter(|id| !observed.instances.iter().any(|i| &i.id == *id))
+                .map(String::as_str)
                 .collect();
-            (!missing.is_empty())
-                .then(|| ("TargetsUnused", format!("unused: {}", missing.join(","))))
-        }),
+            if !gone.is_empty() {
+                let message = format!(
+                    "no such running instance in the provider account: {}",
+                    gone.join(",")
+                );
+                return Some(("InstanceNotFound", message));
+            }
+            unused_targets(observed)
+        }
         Hop::LoadBalancer => [&observed.alb, &observed.nlb]
             .into_iter()
             .flatten()
@@ -607,6 +618,18 @@ fn waiting(hop: Hop, observed: &Observed) -> Option<(&'static str, String)> {
             .map(|e| ("EndpointNotAvailable", format!("{} is {}", e.id, e.state))),
         Hop::Dns => None,
     }
+}
+
+/// Registered targets the load balancer does not use (yet).
+fn unused_targets(observed: &Observed) -> Option<(&'static str, String)> {
+    let group = observed.instance_target_group.as_ref()?;
+    let unused: Vec<&str> = group
+        .targets
+        .iter()
+        .filter(|t| t.health == "unused")
+        .map(|t| t.id.as_str())
+        .collect();
+    (!unused.is_empty()).then(|| ("TargetsUnused", format!("unused: {}", unused.join(","))))
 }
 
 /// The record a route wants, for comparison and status.

@@ -6,7 +6,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::plan::Plan;
+use super::plan::{HopState, Plan};
 use super::state::Observed;
 use super::validate::Invalid;
 use crate::crd::{
@@ -81,7 +81,15 @@ pub fn from_plan(
     }
     let ready = plan.ready() && waiting.is_none();
     status.url = ready.then(|| format!("https://{}:{}", route.spec.host_name, route.spec.port));
-    let (reason, message) = match (ready, plan.hops.iter().find(|h| !h.ready), waiting) {
+    // The hop with the blocking problem if there is one, else the first hop not ready for a
+    // reason of its own, not one only blocked by another.
+    let not_ready = |h: &&HopState| !h.ready;
+    let problem_hop = plan.problem.as_ref().map(|p| p.hop);
+    let broken = (plan.hops.iter().filter(not_ready))
+        .find(|h| Some(h.hop) == problem_hop)
+        .or_else(|| (plan.hops.iter().filter(not_ready)).find(|h| h.reason != "Blocked"))
+        .or_else(|| plan.hops.iter().find(not_ready));
+    let (reason, message) = match (ready, broken, waiting) {
         (true, _, _) => (
             "Ready".to_string(),
             format!("every hop is ready at {}", url(route)),

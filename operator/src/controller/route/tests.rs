@@ -589,6 +589,35 @@ fn missing_instances_are_skipped_not_registered() {
 }
 
 #[test]
+fn a_route_missing_one_of_its_instances_is_not_ready() {
+    let spec = spec();
+    let mut observed = converged();
+    let gone = observed.instances.pop().map(|i| i.id).unwrap_or_default();
+    if let Some(group) = observed.instance_target_group.as_mut() {
+        group.targets.retain(|t| t.id != gone);
+    }
+    let plan = plan(&desired(&spec), &observed);
+    assert_eq!(plan.actions, vec![], "the rest of the path is in place");
+    assert!(!plan.ready());
+    let targets = plan.hops.iter().find(|h| h.hop == Hop::Targets);
+    assert_eq!(targets.map(|h| h.reason.as_str()), Some("InstanceNotFound"));
+    assert!(targets.is_some_and(|h| h.message.contains(&gone)));
+}
+
+#[test]
+fn ready_names_the_hop_with_the_problem_not_one_it_blocks() {
+    let spec = spec();
+    let mut observed = prerequisites();
+    observed.provider_subnets.pop();
+    let blocked = plan(&desired(&spec), &observed);
+    let route = route(spec.clone());
+    let at = jiff::Timestamp::UNIX_EPOCH;
+    let status = super::status::from_plan(&route, &observed, &blocked, None, at);
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    assert_eq!(ready.map(|c| c.reason.as_str()), Some("SubnetNotFound"));
+}
+
+#[test]
 fn provisioning_load_balancers_keep_the_hop_waiting() {
     let spec = spec();
     let mut observed = converged();
