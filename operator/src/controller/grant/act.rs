@@ -25,6 +25,12 @@ pub enum ActError {
         message: String,
         class: ErrorClass,
     },
+    #[error("failed to cancel change request {id}: {message}")]
+    StopAutomationExecution {
+        id: String,
+        message: String,
+        class: ErrorClass,
+    },
     #[error("failed to add {user} to {group}: {message}")]
     AddUserToGroup {
         user: String,
@@ -77,6 +83,7 @@ impl ActError {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::StartChangeRequestExecution { class, .. }
+            | Self::StopAutomationExecution { class, .. }
             | Self::AddUserToGroup { class, .. }
             | Self::RemoveUserFromGroup { class, .. }
             | Self::PutUserPolicy { class, .. }
@@ -253,6 +260,30 @@ pub async fn act(
             }
             GrantAction::TerminateSessions => {
                 outcome.sessions_terminated = terminate_sessions(resolved, user).await?;
+            }
+            GrantAction::CancelChangeRequest { id } => {
+                let stop = clients
+                    .ssm
+                    .stop_automation_execution()
+                    .automation_execution_id(id)
+                    .r#type(aws_sdk_ssm::types::StopType::Cancel)
+                    .send();
+                match clients.budgeted("ssm", CallKind::Write, stop).await {
+                    Ok(_) => {}
+                    // Gone, or already decided: nothing is left to cancel.
+                    Err(err)
+                        if matches!(
+                            classify(&err),
+                            ErrorClass::NotFound | ErrorClass::InvalidRequest
+                        ) => {}
+                    Err(err) => {
+                        return Err(ActError::StopAutomationExecution {
+                            id: id.clone(),
+                            class: classify(&err),
+                            message: error_message(&err),
+                        })
+                    }
+                }
             }
             GrantAction::RemoveExpiryGuard => {
                 let del = iam

@@ -46,6 +46,11 @@ pub enum GrantAction {
     RemoveFromGroup,
     TerminateSessions,
     RemoveExpiryGuard,
+    /// Cancel the change request the operator opened for this grant, which nobody approved
+    /// yet: the grant was deleted or revoked, so approvers need not decide on it.
+    CancelChangeRequest {
+        id: String,
+    },
 }
 
 /// An Event the reconcile should publish.
@@ -178,6 +183,15 @@ impl<'a> Planner<'a> {
             } else {
                 "spec.revoked"
             };
+            let opened_here = self.status.change_request_asked_at.is_some();
+            if let (true, None, Some(id)) = (
+                opened_here,
+                &self.status.approved_at,
+                &self.status.approval_id,
+            ) {
+                let id = id.clone();
+                self.actions.push(GrantAction::CancelChangeRequest { id });
+            }
             return self.end(
                 GrantPhase::Revoked,
                 "RevokedByUser",

@@ -764,3 +764,29 @@ fn a_revocation_done_before_a_lost_status_write_keeps_its_time_and_is_not_repeat
     assert_eq!(plan.revoke_lag, Some(1.0));
     assert!(plan.actions.is_empty());
 }
+
+#[test]
+fn deleting_or_revoking_a_grant_cancels_the_change_request_opened_for_it() {
+    let opened = ProductionAccessGrantStatus {
+        phase: GrantPhase::AwaitingApproval,
+        approval_id: Some("cr-1".into()),
+        change_request_asked_at: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+        ..Default::default()
+    };
+    let cancel = GrantAction::CancelChangeRequest { id: "cr-1".into() };
+    let mut f = facts(10, ApprovalFacts::Found(record(ApprovalState::Pending)));
+    f.deleting = true;
+    let plan = run(&spec(), &opened, &f);
+    assert_eq!(plan.status.phase, GrantPhase::Revoked);
+    assert_eq!(plan.actions, vec![cancel.clone()]);
+    let mut revoked = spec();
+    revoked.revoked = true;
+    let f = facts(10, ApprovalFacts::Found(record(ApprovalState::Pending)));
+    assert_eq!(run(&revoked, &opened, &f).actions, vec![cancel]);
+    // One the user named is theirs, not the operator's to cancel.
+    let named = ProductionAccessGrantStatus {
+        change_request_asked_at: None,
+        ..opened
+    };
+    assert!(run(&revoked, &named, &f).actions.is_empty());
+}
