@@ -134,7 +134,7 @@ pub async fn reconcile(account: Arc<AwsAccount>, ctx: Arc<Context>) -> Result<Ac
 }
 
 /// What still names the account: its groups and routes, as `kind name` for people.
-pub fn users_of(ctx: &Context, account: &str) -> Vec<String> {
+fn users_of(ctx: &Context, account: &str) -> Vec<String> {
     let groups = ctx.groups.state();
     let groups = groups
         .iter()

@@ -365,7 +365,7 @@ async fn refresh_members(
         .shared
         .cached_members(account_name, &group.spec.group_name)
         .await;
-    let Some((_, members)) = cached else {
+    let Some(members) = cached else {
         return Ok(None);
     };
     let granted = granted_users(ctx, name_of(group), Timestamp::now());
@@ -484,8 +484,8 @@ pub async fn reconcile(group: Arc<AccessGroup>, ctx: Arc<Context>) -> Result<Act
     Ok(Action::requeue(ctx.settings.grant_resync))
 }
 
-/// A deleted group stays while a grant may hold access through it: those grants see the group
-/// being deleted and are revoked (nudged here so that it happens at once), then it goes.
+/// A deleted group stays while a grant may hold access through it: those grants follow the
+/// group's deletion and are revoked, then it goes.
 async fn release(
     ctx: &Context,
     api: &Api<AccessGroup>,
@@ -495,21 +495,16 @@ async fn release(
         return Ok(Action::await_change());
     }
     let name = group.name_any();
-    let holding: Vec<_> = ctx
-        .grants
-        .state()
-        .into_iter()
+    let grants = ctx.grants.state();
+    let holding = grants
+        .iter()
         .filter(|g| g.spec.access_group == name && in_use::holds_access(g))
-        .collect();
-    if holding.is_empty() {
+        .count();
+    if holding == 0 {
         in_use::set_finalizer(api, group, false).await?;
         return Ok(Action::await_change());
     }
-    tracing::info!(group = %name, grants = holding.len(),
-        "Deleted group waits for its grants to be revoked");
-    for grant in &holding {
-        ctx.grant_nudges.send(ObjectRef::from_obj(grant.as_ref()));
-    }
+    tracing::info!(group = %name, grants = holding, "Deleted group waits for its grants");
     Ok(Action::requeue(Duration::from_secs(2)))
 }
 

@@ -86,14 +86,11 @@ impl<T: Clone> Cache<T> {
         Ok(value)
     }
 
-    /// The cached value and its age, without reading.
-    async fn peek(&self, key: &str) -> Option<(Duration, T)> {
+    /// The cached value, however old, without reading.
+    async fn peek(&self, key: &str) -> Option<T> {
         let slot = self.slot(key);
         let entry = slot.lock().await;
-        entry
-            .value
-            .as_ref()
-            .map(|(at, value)| (at.elapsed(), value.clone()))
+        entry.value.as_ref().map(|(_, value)| value.clone())
     }
 
     async fn update(&self, key: &str, change: impl FnOnce(&mut T)) {
@@ -175,15 +172,11 @@ impl SharedObservations {
             .await
     }
 
-    /// The members of `group` as last read, with the operator's own changes since, and the
-    /// read's age; reads nothing. `None` before the first read or if the group did not exist.
-    pub async fn cached_members(
-        &self,
-        account: &str,
-        group: &str,
-    ) -> Option<(Duration, BTreeSet<String>)> {
-        let (age, read) = self.groups.peek(&group_key(account, group)).await?;
-        read.map(|g| (age, g.members))
+    /// The members of `group` as last read, with the operator's own changes since; reads
+    /// nothing. `None` before the first read or if the group did not exist.
+    pub async fn cached_members(&self, account: &str, group: &str) -> Option<BTreeSet<String>> {
+        let read = self.groups.peek(&group_key(account, group)).await?;
+        read.map(|g| g.members)
     }
 
     /// Records a membership change the operator itself made.

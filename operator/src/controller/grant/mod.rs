@@ -605,6 +605,8 @@ where
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     object.meta().generation.hash(&mut hasher);
     object.ready().hash(&mut hasher);
+    // Being deleted makes a group's or account's grants ineligible (and revoked).
+    object.meta().deletion_timestamp.is_some().hash(&mut hasher);
     Some(hasher.finish())
 }
 

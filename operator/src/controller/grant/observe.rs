@@ -93,20 +93,12 @@ pub async fn resolve(
         );
         return Err(ineligible("AccountNotFound", msg));
     };
-    match check_use(grant, spec, &group, &account) {
-        Ok(terms) => {
-            let clients = ctx.aws.for_account(&account.spec, "grant").await;
-            Ok(Resolved {
-                group,
-                account,
-                clients,
-                terms,
-            })
-        }
+    let (terms, refusal) = match check_use(grant, spec, &group, &account) {
+        Ok(terms) => (terms, None),
+        // Revoking needs only the IAM group's name and the account's clients: a grant that
+        // gave access is revoked whatever made it ineligible (its namespace no longer allowed,
+        // the account not Ready, the group invalid or being deleted).
         Err(eligibility) => {
-            // Revoking needs only the IAM group's name and the account's clients: a grant that
-            // gave access is revoked whatever made it ineligible (its namespace no longer
-            // allowed, the account not Ready, the group invalid or being deleted).
             let terms = GroupTerms {
                 group_name: group.spec.group_name.clone(),
                 account_id: account.status.as_ref().and_then(|s| s.account_id.clone()),
@@ -116,18 +108,22 @@ pub async fn resolve(
                 change_templates: Vec::new(),
                 automation_documents: Vec::new(),
             };
-            let clients = ctx.aws.for_account(&account.spec, "grant").await;
-            let located = Resolved {
-                group,
-                account,
-                clients,
-                terms,
-            };
-            Err(Refused {
-                eligibility,
-                located: Some(located),
-            })
+            (terms, Some(eligibility))
         }
+    };
+    let clients = ctx.aws.for_account(&account.spec, "grant").await;
+    let resolved = Resolved {
+        group,
+        account,
+        clients,
+        terms,
+    };
+    match refusal {
+        None => Ok(resolved),
+        Some(eligibility) => Err(Refused {
+            eligibility,
+            located: Some(resolved),
+        }),
     }
 }
 

@@ -183,14 +183,13 @@ impl<'a> Planner<'a> {
             } else {
                 "spec.revoked"
             };
+            // Only a request the operator opened (one the user named is theirs), while
+            // nobody has approved it.
             let opened_here = self.status.change_request_asked_at.is_some();
-            if let (true, None, Some(id)) = (
-                opened_here,
-                &self.status.approved_at,
-                &self.status.approval_id,
-            ) {
-                let id = id.clone();
-                self.actions.push(GrantAction::CancelChangeRequest { id });
+            if opened_here && self.status.approved_at.is_none() {
+                if let Some(id) = self.status.approval_id.clone() {
+                    self.actions.push(GrantAction::CancelChangeRequest { id });
+                }
             }
             return self.end(
                 GrantPhase::Revoked,
